@@ -1,0 +1,438 @@
+//! This node's registry: for each app, each channel's local subscribers and the presence members
+//! those subscribers stand for. Fan-out reads it; the [`crate::cluster`] implementations update
+//! it. Sharded maps (`DashMap`) keep a busy channel from blocking subscribes on others; no lock
+//! here is ever held across an `.await` (every method is synchronous).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde_json::value::RawValue;
+
+use crate::metrics::{AppLabel, Metrics};
+use crate::outbox::{Delivery, Outbox};
+use crate::protocol::frames::MemberRef;
+
+/// A presence member: user id and the `user_info` JSON exactly as signed. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// User id (numeric ids kept as their decimal string).
+    pub user_id: Arc<str>,
+    /// Raw `user_info` JSON.
+    pub user_info: Option<Arc<RawValue>>,
+}
+
+impl Member {
+    /// Borrowed form for frame building.
+    pub fn as_ref(&self) -> MemberRef<'_> {
+        MemberRef {
+            user_id: &self.user_id,
+            user_info: self.user_info.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Subscription {
+    outbox: Outbox,
+    /// The presence user this socket joined as.
+    user_id: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct LocalMember {
+    member: Member,
+    /// How many local sockets hold this membership.
+    sockets: u32,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    subscribers: HashMap<Arc<str>, Subscription>,
+    members: HashMap<Arc<str>, LocalMember>,
+}
+
+#[derive(Debug)]
+struct AppChannels {
+    channels: DashMap<String, Channel>,
+    /// Open connections; also the `herald_connected` gauge of the app.
+    connections: Gauge,
+    /// The `herald_channels` gauge of the app.
+    channel_count: Gauge,
+}
+
+/// Result of adding a socket to a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// Local subscribers after the add.
+    pub subscriptions: usize,
+    /// Whether this user was not a member before (presence only).
+    pub member_added: bool,
+}
+
+/// Result of removing a socket from a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Whether the socket was subscribed at all.
+    pub was_subscribed: bool,
+    /// Local subscribers after the removal.
+    pub subscriptions: usize,
+    /// The user whose last local socket left (presence only).
+    pub member_removed: Option<Arc<str>>,
+}
+
+/// Why a socket could not be added.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddError {
+    /// The presence channel already has its maximum of distinct members.
+    #[error("presence channel is full ({max} members)")]
+    PresenceFull {
+        /// The app's member limit.
+        max: usize,
+    },
+}
+
+/// Cheap-clone handle to the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    apps: Arc<DashMap<String, Arc<AppChannels>>>,
+    connection_gauges: Family<AppLabel, Gauge>,
+    channel_gauges: Family<AppLabel, Gauge>,
+}
+
+/// Local counts of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalStats {
+    /// Sockets subscribed.
+    pub subscriptions: usize,
+    /// Distinct presence users.
+    pub users: usize,
+}
+
+impl Registry {
+    /// A registry that keeps the `herald_connected` and `herald_channels` gauges.
+    pub fn new(metrics: &Metrics) -> Self {
+        Registry {
+            apps: Arc::default(),
+            connection_gauges: metrics.connected.clone(),
+            channel_gauges: metrics.channels.clone(),
+        }
+    }
+
+    fn app(&self, app_id: &str) -> Arc<AppChannels> {
+        if let Some(app) = self.apps.get(app_id) {
+            return app.clone();
+        }
+        let label = AppLabel::new(app_id);
+        self.apps
+            .entry(app_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(AppChannels {
+                    channels: DashMap::with_shard_amount(64),
+                    connections: self.connection_gauges.get_or_create(&label).clone(),
+                    channel_count: self.channel_gauges.get_or_create(&label).clone(),
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, app_id: &str) -> Option<Arc<AppChannels>> {
+        self.apps.get(app_id).map(|a| a.clone())
+    }
+
+    /// Counts a new connection unless the app is at `limit`; returns whether it was admitted.
+    pub fn connection_opened(&self, app_id: &str, limit: Option<u64>) -> bool {
+        let app = self.app(app_id);
+        let result =
+            app.connections
+                .inner()
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match limit {
+                    Some(max) if n >= 0 && n as u64 >= max => None,
+                    _ => Some(n + 1),
+                });
+        result.is_ok()
+    }
+
+    /// Forgets a connection counted by [`Registry::connection_opened`].
+    pub fn connection_closed(&self, app_id: &str) {
+        if let Some(app) = self.existing(app_id) {
+            app.connections.dec();
+        }
+    }
+
+    /// Open connections of an app on this node.
+    pub fn connections(&self, app_id: &str) -> u64 {
+        self.existing(app_id)
+            .map_or(0, |a| a.connections.get().max(0) as u64)
+    }
+
+    /// Adds a socket (and, on presence channels, its member) to a channel. Adding a socket that
+    /// is already subscribed changes nothing.
+    pub fn add(
+        &self,
+        app_id: &str,
+        channel: &str,
+        outbox: Outbox,
+        member: Option<Member>,
+        max_members: usize,
+    ) -> Result<Added, AddError> {
+        let app = self.app(app_id);
+        let mut entry = match app.channels.entry(channel.to_owned()) {
+            Entry::Occupied(e) => e.into_ref(),
+            Entry::Vacant(e) => {
+                app.channel_count.inc();
+                e.insert(Channel::default())
+            }
+        };
+        let ch = entry.value_mut();
+        if ch.subscribers.contains_key(outbox.socket_id()) {
+            return Ok(Added {
+                subscriptions: ch.subscribers.len(),
+                member_added: false,
+            });
+        }
+        let mut member_added = false;
+        let user_id = match member {
+            Some(member) => {
+                let user_id = member.user_id.clone();
+                let full = ch.members.len() >= max_members;
+                match ch.members.get_mut(&user_id) {
+                    Some(existing) => existing.sockets += 1,
+                    None if full => {
+                        let empty = ch.subscribers.is_empty();
+                        drop(entry);
+                        if empty {
+                            Self::drop_if_empty(&app, channel);
+                        }
+                        return Err(AddError::PresenceFull { max: max_members });
+                    }
+                    None => {
+                        ch.members
+                            .insert(user_id.clone(), LocalMember { member, sockets: 1 });
+                        member_added = true;
+                    }
+                }
+                Some(user_id)
+            }
+            None => None,
+        };
+        ch.subscribers
+            .insert(outbox.socket_id().clone(), Subscription { outbox, user_id });
+        Ok(Added {
+            subscriptions: ch.subscribers.len(),
+            member_added,
+        })
+    }
+
+    /// Removes a socket from a channel; the channel entry goes when its last subscriber does.
+    pub fn remove(&self, app_id: &str, channel: &str, socket_id: &str) -> Removed {
+        let Some(app) = self.existing(app_id) else {
+            return Removed::default();
+        };
+        let removed = {
+            let Some(mut ch) = app.channels.get_mut(channel) else {
+                return Removed::default();
+            };
+            let Some(sub) = ch.subscribers.remove(socket_id) else {
+                return Removed {
+                    subscriptions: ch.subscribers.len(),
+                    ..Removed::default()
+                };
+            };
+            let mut member_removed = None;
+            if let Some(user_id) = sub.user_id {
+                if let Some(m) = ch.members.get_mut(&user_id) {
+                    m.sockets -= 1;
+                    if m.sockets == 0 {
+                        ch.members.remove(&user_id);
+                        member_removed = Some(user_id);
+                    }
+                }
+            }
+            Removed {
+                was_subscribed: true,
+                subscriptions: ch.subscribers.len(),
+                member_removed,
+            }
+        };
+        if removed.subscriptions == 0 {
+            Self::drop_if_empty(&app, channel);
+        }
+        removed
+    }
+
+    fn drop_if_empty(app: &AppChannels, channel: &str) {
+        if app
+            .channels
+            .remove_if(channel, |_, c| c.subscribers.is_empty())
+            .is_some()
+        {
+            app.channel_count.dec();
+        }
+    }
+
+    /// Queues a shared frame for every local subscriber except `except`. Returns how many got it.
+    /// Holding the shard's read lock while queuing is fine: `Outbox::deliver` never waits.
+    pub fn broadcast(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &Utf8Bytes,
+        except: Option<&str>,
+    ) -> usize {
+        let Some(app) = self.existing(app_id) else {
+            return 0;
+        };
+        let Some(ch) = app.channels.get(channel) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for (socket_id, sub) in &ch.subscribers {
+            if except == Some(&**socket_id) {
+                continue;
+            }
+            if sub.outbox.deliver(frame) == Delivery::Queued {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Local counts of a channel.
+    pub fn stats(&self, app_id: &str, channel: &str) -> LocalStats {
+        self.existing(app_id)
+            .and_then(|app| {
+                app.channels.get(channel).map(|ch| LocalStats {
+                    subscriptions: ch.subscribers.len(),
+                    users: ch.members.len(),
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every channel of an app with at least one local subscriber, optionally by prefix.
+    pub fn channels(&self, app_id: &str, prefix: Option<&str>) -> Vec<(String, LocalStats)> {
+        let Some(app) = self.existing(app_id) else {
+            return Vec::new();
+        };
+        app.channels
+            .iter()
+            .filter(|e| prefix.is_none_or(|p| e.key().starts_with(p)))
+            .map(|e| {
+                let stats = LocalStats {
+                    subscriptions: e.subscribers.len(),
+                    users: e.members.len(),
+                };
+                (e.key().clone(), stats)
+            })
+            .collect()
+    }
+
+    /// The presence members of a channel on this node.
+    pub fn members(&self, app_id: &str, channel: &str) -> Vec<Member> {
+        self.existing(app_id)
+            .and_then(|app| {
+                app.channels
+                    .get(channel)
+                    .map(|ch| ch.members.values().map(|m| m.member.clone()).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes every local socket of an app (app disabled or deleted, server shutdown).
+    pub fn close_all(&self, app_id: &str, reason: crate::protocol::CloseReason) {
+        if let Some(app) = self.existing(app_id) {
+            for ch in app.channels.iter() {
+                for sub in ch.subscribers.values() {
+                    sub.outbox.close(reason);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            user_id: id.into(),
+            user_info: None,
+        }
+    }
+
+    fn outbox(id: &str) -> Outbox {
+        Outbox::new(id.into(), 8).0
+    }
+
+    #[test]
+    fn a_user_with_two_sockets_is_added_once_and_removed_with_the_last_socket() {
+        let r = Registry::default();
+        let a = r
+            .add("1", "presence-x", outbox("1.1"), Some(member("u")), 100)
+            .unwrap();
+        assert!(a.member_added);
+        let b = r
+            .add("1", "presence-x", outbox("1.2"), Some(member("u")), 100)
+            .unwrap();
+        assert!(!b.member_added);
+        assert_eq!(
+            r.stats("1", "presence-x"),
+            LocalStats {
+                subscriptions: 2,
+                users: 1
+            }
+        );
+        assert_eq!(r.remove("1", "presence-x", "1.1").member_removed, None);
+        assert_eq!(
+            r.remove("1", "presence-x", "1.2").member_removed.as_deref(),
+            Some("u")
+        );
+        assert!(r.channels("1", None).is_empty());
+    }
+
+    #[test]
+    fn a_full_presence_channel_refuses_new_users_but_not_more_sockets_of_members() {
+        let r = Registry::default();
+        r.add("1", "presence-x", outbox("1.1"), Some(member("a")), 1)
+            .unwrap();
+        assert_eq!(
+            r.add("1", "presence-x", outbox("1.2"), Some(member("b")), 1),
+            Err(AddError::PresenceFull { max: 1 })
+        );
+        assert!(r
+            .add("1", "presence-x", outbox("1.3"), Some(member("a")), 1)
+            .is_ok());
+    }
+
+    #[test]
+    fn broadcast_skips_the_excluded_socket_and_other_apps() {
+        let r = Registry::default();
+        let (a, mut rx_a, _) = Outbox::new("1.1".into(), 8);
+        let (b, mut rx_b, _) = Outbox::new("1.2".into(), 8);
+        r.add("1", "chat", a, None, 100).unwrap();
+        r.add("1", "chat", b, None, 100).unwrap();
+        let frame = Utf8Bytes::from_static("hi");
+        assert_eq!(r.broadcast("1", "chat", &frame, Some("1.1")), 1);
+        assert_eq!(r.broadcast("2", "chat", &frame, None), 0);
+        assert!(rx_a.try_recv().is_err());
+        assert_eq!(rx_b.try_recv().ok().as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn connection_limit_admits_up_to_the_quota() {
+        let r = Registry::default();
+        assert!(r.connection_opened("1", Some(2)));
+        assert!(r.connection_opened("1", Some(2)));
+        assert!(!r.connection_opened("1", Some(2)));
+        r.connection_closed("1");
+        assert!(r.connection_opened("1", Some(2)));
+        assert_eq!(r.connections("1"), 2);
+    }
+}

@@ -1,0 +1,635 @@
+//! Configuration: command-line flags, then `HERALD_*` environment variables, then a TOML file
+//! (`--config`), then defaults. Everything is parsed and validated once at start; every bad
+//! setting is collected and reported together, and unknown keys in the file are errors.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::de::DeserializeOwned;
+
+use crate::apps::{App, Limits, QuotaCode};
+use crate::protocol::frames::ErrorDialect;
+
+/// The development app of the embedded default, used when no app is configured.
+pub const DEV_APP_ID: &str = "1";
+/// Key of the development app.
+pub const DEV_APP_KEY: &str = "herald-dev-key";
+/// Secret of the development app. Well known on purpose: it is for development only.
+pub const DEV_APP_SECRET: &str = "herald-dev-secret";
+
+/// Command line of `herald-server`. Numbers are taken as text and parsed here, so that every
+/// bad value is reported at once rather than the first one only.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "herald-server",
+    version,
+    about = "Pusher Channels protocol 7 compatible realtime server"
+)]
+pub struct Cli {
+    /// TOML file with server settings and any number of `[[apps]]`.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Port of the WebSocket and HTTP API listener [default: 6001].
+    #[arg(long, env = "HERALD_PORT")]
+    pub port: Option<String>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long, env = "HERALD_BIND")]
+    pub bind: Option<String>,
+    /// Port of /metrics, /healthz and /readyz [default: 9601].
+    #[arg(long, env = "HERALD_METRICS_PORT")]
+    pub metrics_port: Option<String>,
+    /// Seconds of client silence before the server pings; also sent to clients [default: 120].
+    #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT")]
+    pub activity_timeout: Option<String>,
+    /// Seconds to wait for the answer to a ping before closing with 4201 [default: 30].
+    #[arg(long, env = "HERALD_PONG_TIMEOUT")]
+    pub pong_timeout: Option<String>,
+    /// How subscription failures are reported: `echo` (pusher:subscription_error, as soketi
+    /// and Laravel Echo) or `pusher` (pusher:error, as hosted Pusher) [default: echo].
+    #[arg(long, env = "HERALD_ERROR_DIALECT")]
+    pub error_dialect: Option<String>,
+    /// Id of a single app defined by flags.
+    #[arg(long, env = "HERALD_APP_ID")]
+    pub app_id: Option<String>,
+    /// Key of the flag-defined app.
+    #[arg(long, env = "HERALD_APP_KEY")]
+    pub app_key: Option<String>,
+    /// Secret of the flag-defined app.
+    #[arg(long, env = "HERALD_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// Let clients of the flag-defined app send `client-` events.
+    #[arg(long, env = "HERALD_APP_CLIENT_EVENTS")]
+    pub app_client_events: bool,
+    /// Connection quota of the flag-defined app [default: unlimited].
+    #[arg(long, env = "HERALD_APP_MAX_CONNECTIONS")]
+    pub app_max_connections: Option<String>,
+    /// Presence member limit of the flag-defined app [default: 100].
+    #[arg(long, env = "HERALD_APP_MAX_PRESENCE_MEMBERS")]
+    pub app_max_presence_members: Option<String>,
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: IpAddr,
+    /// WebSocket + HTTP API port (0 picks a free one).
+    pub port: u16,
+    /// Operations port (0 picks a free one).
+    pub metrics_port: u16,
+    /// Client silence before the server pings; sent in `connection_established`.
+    pub activity_timeout: Duration,
+    /// Wait for the pong before closing with 4201.
+    pub pong_timeout: Duration,
+    /// Subscription error dialect.
+    pub error_dialect: ErrorDialect,
+    /// Frames queued for one socket before it counts as a slow consumer (closed with 4100).
+    pub max_queued_messages: usize,
+    /// Largest WebSocket message a client may send; larger ones close the socket with 1009.
+    pub max_message_size: usize,
+    /// Largest HTTP API request body; larger ones get 413.
+    pub max_request_size: usize,
+    /// Time given to sockets to close on shutdown before the process exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 6001,
+            metrics_port: 9601,
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            error_dialect: ErrorDialect::Echo,
+            max_queued_messages: 1000,
+            max_message_size: 100 * 1024,
+            max_request_size: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Server-wide settings.
+    pub settings: Settings,
+    /// Every app.
+    pub apps: Vec<App>,
+    /// Whether `apps` is the development app of the embedded default.
+    pub dev_app: bool,
+}
+
+impl Config {
+    /// The embedded default with the development app, listening on free ports of 127.0.0.1.
+    /// Tests start from this.
+    pub fn for_tests() -> Self {
+        let mut app = App::new(DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET);
+        app.client_events = true;
+        Config {
+            settings: Settings {
+                bind: IpAddr::from([127, 0, 0, 1]),
+                port: 0,
+                metrics_port: 0,
+                shutdown_grace: Duration::from_secs(2),
+                ..Settings::default()
+            },
+            apps: vec![app],
+            dev_app: true,
+        }
+    }
+
+    /// Builds the configuration from the command line (with its environment fallbacks) and
+    /// the config file it names. Returns every problem found.
+    pub fn load(cli: &Cli) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let file = match &cli.config {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(table) => Some(table),
+                    Err(e) => {
+                        errors.push(format!("{}: {}", path.display(), e.message()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    errors.push(format!("cannot read config file {}: {e}", path.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut file = Fields::new(file.unwrap_or_default(), "");
+        let d = Settings::default();
+        let mut s = Settings {
+            bind: setting(
+                &mut errors,
+                "bind",
+                cli.bind.as_deref(),
+                file.take("bind"),
+                d.bind,
+            ),
+            port: setting(
+                &mut errors,
+                "port",
+                cli.port.as_deref(),
+                file.take("port"),
+                d.port,
+            ),
+            metrics_port: setting(
+                &mut errors,
+                "metrics_port",
+                cli.metrics_port.as_deref(),
+                file.take("metrics_port"),
+                d.metrics_port,
+            ),
+            activity_timeout: Duration::from_secs(setting(
+                &mut errors,
+                "activity_timeout",
+                cli.activity_timeout.as_deref(),
+                file.take("activity_timeout"),
+                d.activity_timeout.as_secs(),
+            )),
+            pong_timeout: Duration::from_secs(setting(
+                &mut errors,
+                "pong_timeout",
+                cli.pong_timeout.as_deref(),
+                file.take("pong_timeout"),
+                d.pong_timeout.as_secs(),
+            )),
+            error_dialect: d.error_dialect,
+            max_queued_messages: file
+                .take("max_queued_messages")
+                .unwrap_or(d.max_queued_messages),
+            max_message_size: file.take("max_message_size").unwrap_or(d.max_message_size),
+            max_request_size: file.take("max_request_size").unwrap_or(d.max_request_size),
+            shutdown_grace: Duration::from_secs(
+                file.take("shutdown_grace")
+                    .unwrap_or(d.shutdown_grace.as_secs()),
+            ),
+        };
+        let dialect: Option<String> = cli
+            .error_dialect
+            .clone()
+            .or_else(|| file.take("error_dialect"));
+        match dialect.as_deref() {
+            None | Some("echo") => {}
+            Some("pusher") => s.error_dialect = ErrorDialect::Pusher,
+            Some(other) => errors.push(format!(
+                "error_dialect: expected 'echo' or 'pusher', got {other:?}"
+            )),
+        }
+        if s.activity_timeout.is_zero() {
+            errors.push("activity_timeout: must be at least 1 second".into());
+        }
+        if s.pong_timeout.is_zero() {
+            errors.push("pong_timeout: must be at least 1 second".into());
+        }
+        if s.max_queued_messages == 0 {
+            errors.push("max_queued_messages: must be at least 1".into());
+        }
+        if s.port != 0 && s.port == s.metrics_port {
+            errors.push(format!(
+                "port and metrics_port are both {}; they must differ",
+                s.port
+            ));
+        }
+
+        let mut apps = Vec::new();
+        let file_apps: Vec<toml::Value> = file.take("apps").unwrap_or_default();
+        for (i, value) in file_apps.into_iter().enumerate() {
+            let path = format!("apps[{i}]");
+            match value {
+                toml::Value::Table(table) => {
+                    if let Some(app) = app_from_table(&mut errors, Fields::new(table, &path)) {
+                        apps.push(app);
+                    }
+                }
+                _ => errors.push(format!("{path}: expected a table")),
+            }
+        }
+        errors.extend(file.finish());
+        if let Some(app) = app_from_cli(&mut errors, cli) {
+            apps.push(app);
+        }
+        for (i, app) in apps.iter().enumerate() {
+            if apps[..i].iter().any(|a| a.id == app.id) {
+                errors.push(format!("app id {:?} is defined more than once", app.id));
+            }
+            if apps[..i].iter().any(|a| a.key == app.key) {
+                errors.push(format!(
+                    "app key {:?} is used by more than one app",
+                    app.key
+                ));
+            }
+        }
+        let dev_app = apps.is_empty();
+        if dev_app {
+            let mut app = App::new(DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET);
+            app.client_events = true;
+            apps.push(app);
+        }
+        if errors.is_empty() {
+            Ok(Config {
+                settings: s,
+                apps,
+                dev_app,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Flag (or environment) value if given, else file value, else default.
+fn setting<T: FromStr>(
+    errors: &mut Vec<String>,
+    name: &str,
+    flag: Option<&str>,
+    file: Option<T>,
+    default: T,
+) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match flag {
+        Some(raw) => match raw.trim().parse() {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!(
+                    "--{} ({name}): {raw:?}: {e}",
+                    name.replace('_', "-")
+                ));
+                default
+            }
+        },
+        None => file.unwrap_or(default),
+    }
+}
+
+fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
+    let given = [
+        ("--app-id", &cli.app_id),
+        ("--app-key", &cli.app_key),
+        ("--app-secret", &cli.app_secret),
+    ];
+    if given.iter().all(|(_, v)| v.is_none()) {
+        for (flag, set) in [
+            ("--app-client-events", cli.app_client_events),
+            ("--app-max-connections", cli.app_max_connections.is_some()),
+            (
+                "--app-max-presence-members",
+                cli.app_max_presence_members.is_some(),
+            ),
+        ] {
+            if set {
+                errors.push(format!("{flag} needs --app-id, --app-key and --app-secret"));
+            }
+        }
+        return None;
+    }
+    let missing: Vec<&str> = given
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(f, _)| *f)
+        .collect();
+    if !missing.is_empty() {
+        errors.push(format!(
+            "an app defined by flags also needs {}",
+            missing.join(", ")
+        ));
+        return None;
+    }
+    let mut app = App::new(
+        cli.app_id.clone().unwrap_or_default(),
+        cli.app_key.clone().unwrap_or_default(),
+        cli.app_secret.clone().unwrap_or_default(),
+    );
+    app.client_events = cli.app_client_events;
+    if let Some(raw) = &cli.app_max_connections {
+        app.limits.max_connections =
+            Some(setting(errors, "app_max_connections", Some(raw), None, 0));
+    }
+    if let Some(raw) = &cli.app_max_presence_members {
+        app.limits.max_presence_members = setting(
+            errors,
+            "app_max_presence_members",
+            Some(raw),
+            None,
+            app.limits.max_presence_members,
+        );
+    }
+    validate_app(errors, "flags", &app);
+    Some(app)
+}
+
+fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<App> {
+    let before = errors.len();
+    let id: Option<String> = t.take("id");
+    let key: Option<String> = t.take("key");
+    let secret: Option<String> = t.take("secret");
+    for (name, v) in [("id", &id), ("key", &key), ("secret", &secret)] {
+        if v.is_none() {
+            let msg = format!("{}.{name}: required", t.path);
+            t.errors.push(msg);
+        }
+    }
+    let mut app = App::new(
+        id.unwrap_or_default(),
+        key.unwrap_or_default(),
+        secret.unwrap_or_default(),
+    );
+    let d = Limits::default();
+    app.enabled = t.take("enabled").unwrap_or(true);
+    app.client_events = t.take("client_events").unwrap_or(false);
+    let l = &mut app.limits;
+    l.max_connections = t.take("max_connections");
+    l.connection_quota_code = match t.take::<u16>("connection_quota_code") {
+        None | Some(4004) => QuotaCode::Quota4004,
+        Some(4100) => QuotaCode::Capacity4100,
+        Some(other) => {
+            t.errors.push(format!(
+                "{}.connection_quota_code: expected 4004 or 4100, got {other}",
+                t.path
+            ));
+            QuotaCode::Quota4004
+        }
+    };
+    l.max_presence_members = t
+        .take("max_presence_members")
+        .unwrap_or(d.max_presence_members);
+    l.max_presence_member_size = t
+        .take("max_presence_member_size")
+        .unwrap_or(d.max_presence_member_size);
+    l.max_user_id_length = t.take("max_user_id_length").unwrap_or(d.max_user_id_length);
+    l.max_event_data_size = t
+        .take("max_event_data_size")
+        .unwrap_or(d.max_event_data_size);
+    l.max_event_name_length = t
+        .take("max_event_name_length")
+        .unwrap_or(d.max_event_name_length);
+    l.max_channel_name_length = t
+        .take("max_channel_name_length")
+        .unwrap_or(d.max_channel_name_length);
+    l.max_channels_per_event = t
+        .take("max_channels_per_event")
+        .unwrap_or(d.max_channels_per_event);
+    l.max_batch_size = t.take("max_batch_size").unwrap_or(d.max_batch_size);
+    l.client_events_per_second = t
+        .take("client_events_per_second")
+        .unwrap_or(d.client_events_per_second);
+    l.max_subscriptions_per_connection = t
+        .take("max_subscriptions_per_connection")
+        .unwrap_or(d.max_subscriptions_per_connection);
+    let path = t.path.clone();
+    errors.extend(t.finish());
+    validate_app(errors, &path, &app);
+    (errors.len() == before).then_some(app)
+}
+
+fn validate_app(errors: &mut Vec<String>, path: &str, app: &App) {
+    let ok_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if app.id.is_empty() || !ok_chars(&app.id) {
+        errors.push(format!(
+            "{path}: app id {:?} must be non-empty and use only A-Z a-z 0-9 - _ .",
+            app.id
+        ));
+    }
+    if app.key.is_empty() || !ok_chars(&app.key) {
+        errors.push(format!(
+            "{path}: app key {:?} must be non-empty and use only A-Z a-z 0-9 - _ .",
+            app.key
+        ));
+    }
+    if app.secret.is_empty() {
+        errors.push(format!("{path}: app secret must not be empty"));
+    }
+    let l = &app.limits;
+    for (name, value) in [
+        ("max_presence_members", l.max_presence_members),
+        ("max_presence_member_size", l.max_presence_member_size),
+        ("max_user_id_length", l.max_user_id_length),
+        ("max_event_data_size", l.max_event_data_size),
+        ("max_event_name_length", l.max_event_name_length),
+        ("max_channel_name_length", l.max_channel_name_length),
+        ("max_channels_per_event", l.max_channels_per_event),
+        ("max_batch_size", l.max_batch_size),
+        (
+            "max_subscriptions_per_connection",
+            l.max_subscriptions_per_connection,
+        ),
+    ] {
+        if value == 0 {
+            errors.push(format!("{path}.{name}: must be at least 1"));
+        }
+    }
+}
+
+/// Reads typed keys out of a TOML table, recording type errors with their path, and reports
+/// whatever keys are left as unknown.
+struct Fields {
+    table: toml::Table,
+    path: String,
+    errors: Vec<String>,
+}
+
+impl Fields {
+    fn new(table: toml::Table, path: &str) -> Self {
+        Fields {
+            table,
+            path: path.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn take<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.table.remove(key)?;
+        let shown = value.to_string();
+        match value.try_into() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let msg = format!(
+                    "{}: invalid value {shown}: {}",
+                    self.key_path(key),
+                    e.message()
+                );
+                self.errors.push(msg);
+                None
+            }
+        }
+    }
+
+    /// The type errors met so far, and every key nobody took.
+    fn finish(mut self) -> Vec<String> {
+        let unknown: Vec<String> = self
+            .table
+            .keys()
+            .map(|k| format!("{}: unknown key", self.key_path(k)))
+            .collect();
+        self.errors.extend(unknown);
+        self.errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["herald-server"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    fn file(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    mod tempfile_path {
+        /// A file in the system temp dir, removed on drop.
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                let path = std::env::temp_dir()
+                    .join(format!("herald-config-{}.toml", rand::random::<u64>()));
+                std::fs::write(&path, text).unwrap();
+                TempPath(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn no_settings_gives_the_embedded_default_with_the_dev_app() {
+        let c = Config::load(&Cli::default()).unwrap();
+        assert!(c.dev_app);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].key, DEV_APP_KEY);
+        assert_eq!(c.settings.port, 6001);
+        assert_eq!(c.settings.metrics_port, 9601);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let f = file("port = 7000\nmetrics_port = 7001\n[[apps]]\nid = \"5\"\nkey = \"k5\"\nsecret = \"s5\"\nclient_events = true\nmax_presence_members = 20000\n");
+        let c = Config::load(&cli(&["--config", f.0.to_str().unwrap(), "--port", "7100"])).unwrap();
+        assert_eq!(c.settings.port, 7100);
+        assert_eq!(c.settings.metrics_port, 7001);
+        assert!(!c.dev_app);
+        assert!(c.apps[0].client_events);
+        assert_eq!(c.apps[0].limits.max_presence_members, 20000);
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let f = file("colour = \"red\"\nactivity_timeout = \"soon\"\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsurprise = 1\n[[apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"\nconnection_quota_code = 4005\n");
+        let errors = Config::load(&cli(&[
+            "--config",
+            f.0.to_str().unwrap(),
+            "--port",
+            "abc",
+            "--app-id",
+            "9",
+        ]))
+        .unwrap_err();
+        let all = errors.join("\n");
+        for expected in [
+            "colour: unknown key",
+            "activity_timeout: invalid value",
+            "apps[0].secret: required",
+            "apps[0].surprise: unknown key",
+            "apps[1].connection_quota_code: expected 4004 or 4100",
+            "--port (port): \"abc\"",
+            "also needs --app-key, --app-secret",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn duplicate_app_ids_and_keys_are_refused() {
+        let f = file("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n");
+        let errors = Config::load(&cli(&[
+            "--config",
+            f.0.to_str().unwrap(),
+            "--app-id",
+            "1",
+            "--app-key",
+            "k",
+            "--app-secret",
+            "x",
+        ]))
+        .unwrap_err();
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("app id \"1\" is defined more than once")));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("app key \"k\" is used by more than one app")));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error_not_a_silent_default() {
+        let errors = Config::load(&cli(&["--config", "/nonexistent/herald.toml"])).unwrap_err();
+        assert!(errors[0].contains("cannot read config file"));
+    }
+}

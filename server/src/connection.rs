@@ -1,0 +1,573 @@
+//! One task per socket. It reads client frames and answers them, writes frames queued in its
+//! bounded [`Outbox`], pings a silent client and closes it with 4201 when it stays silent, and
+//! leaves every channel when the socket ends. A close requested from elsewhere (slow consumer,
+//! shutdown) ends the loop with that reason.
+
+mod subscribe;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info_span, Instrument};
+
+use crate::apps::{App, QuotaCode};
+use crate::metrics::{AppLabel, CloseLabels};
+use crate::outbox::{Control, Outbox};
+use crate::protocol::frames;
+use crate::protocol::{
+    parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
+};
+use crate::server::ServerState;
+
+/// Query string of `/app/{key}`.
+#[derive(Debug, Deserialize)]
+pub struct ConnectQuery {
+    protocol: Option<String>,
+}
+
+/// `GET /app/{key}`: upgrades to a WebSocket and runs the connection.
+pub async fn upgrade(
+    State(state): State<ServerState>,
+    Path(key): Path<String>,
+    Query(query): Query<ConnectQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down").into_response();
+    }
+    let settings = &state.settings;
+    let ws = ws
+        .max_message_size(settings.max_message_size)
+        .max_frame_size(settings.max_message_size)
+        // Small buffers: most sockets are idle, and a large default per socket adds up.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let tracker = state.connections.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(serve(socket, state, key, query.protocol)))
+}
+
+static SOCKET_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// A socket id unique on this node; the random half keeps ids of different nodes apart.
+fn new_socket_id() -> Arc<str> {
+    let node: u32 = rand::random::<u32>() % 1_000_000_000;
+    format!("{node}.{}", SOCKET_COUNTER.fetch_add(1, Ordering::Relaxed)).into()
+}
+
+fn admit(state: &ServerState, key: &str, protocol: Option<&str>) -> Result<Arc<App>, CloseReason> {
+    let version = protocol.ok_or(CloseReason::NoProtocolVersion)?;
+    match version.parse::<u32>() {
+        Ok(v) if SUPPORTED_PROTOCOLS.contains(&v) => {}
+        _ => return Err(CloseReason::UnsupportedProtocol),
+    }
+    let app = state.apps.by_key(key).ok_or(CloseReason::AppNotFound)?;
+    if !app.enabled {
+        return Err(CloseReason::AppDisabled);
+    }
+    Ok(app)
+}
+
+async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol: Option<String>) {
+    let app = match admit(&state, &key, protocol.as_deref()) {
+        Ok(app) => app,
+        Err(reason) => {
+            debug!(key, code = reason.code(), "connection refused");
+            close(&mut socket, reason).await;
+            return;
+        }
+    };
+    let quota_reason = match app.limits.connection_quota_code {
+        QuotaCode::Quota4004 => CloseReason::OverConnectionQuota,
+        QuotaCode::Capacity4100 => CloseReason::OverCapacity,
+    };
+    match state
+        .cluster
+        .connect(&app.id, app.limits.max_connections)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            close(&mut socket, quota_reason).await;
+            return;
+        }
+        Err(e) => match e {},
+    }
+    let socket_id = new_socket_id();
+    let span = info_span!("socket", app_id = %app.id, socket_id = %socket_id);
+    async move {
+        let label = AppLabel::new(&app.id);
+        state.metrics.new_connections.get_or_create(&label).inc();
+        let (outbox, rx, control) =
+            Outbox::new(socket_id.clone(), state.settings.max_queued_messages);
+        let mut conn = Connection {
+            counters: Counters::new(&state, &label),
+            state: state.clone(),
+            app: app.clone(),
+            socket_id,
+            outbox,
+            subscriptions: HashMap::new(),
+            client_events: RateWindow::default(),
+        };
+        debug!("connected");
+        let reason = conn.run(&mut socket, rx, &control).await;
+        conn.leave_all().await;
+        if let Err(e) = state.cluster.disconnect(&app.id).await {
+            match e {}
+        }
+        let reason_label = reason.map_or("client", Ending::label);
+        state
+            .metrics
+            .disconnections
+            .get_or_create(&CloseLabels {
+                app_id: app.id.clone(),
+                reason: reason_label,
+            })
+            .inc();
+        debug!(reason = reason_label, "disconnected");
+        match reason {
+            Some(Ending::Pusher(reason)) => close(&mut socket, reason).await,
+            Some(Ending::TooBig) => {
+                let frame = CloseFrame {
+                    code: 1009,
+                    reason: "Message too big".into(),
+                };
+                let _ = timeout(
+                    Duration::from_secs(1),
+                    socket.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
+            None => {}
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends `pusher:error` with the close code, then the close frame. Bounded in time: a client
+/// that does not read must not hold the task.
+async fn close(socket: &mut WebSocket, reason: CloseReason) {
+    let send = async {
+        let error = frames::error(reason.message(), Some(reason.code()));
+        socket.send(Message::Text(error.into())).await?;
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: reason.message().into(),
+        };
+        socket.send(Message::Close(Some(frame))).await
+    };
+    let _ = timeout(Duration::from_secs(1), send).await;
+}
+
+/// Why the loop ended, when the server ends it.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// A Pusher close code.
+    Pusher(CloseReason),
+    /// The client sent a message over the size limit (WebSocket close 1009).
+    TooBig,
+}
+
+impl Ending {
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Pusher(r) => r.label(),
+            Ending::TooBig => "message_too_big",
+        }
+    }
+}
+
+/// The socket went away while we were writing to it.
+struct Gone;
+
+/// Per-connection handles of the app's counters, fetched once so the hot path only does
+/// atomic increments.
+struct Counters {
+    messages_received: Counter,
+    messages_sent: Counter,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    client_events: Counter,
+}
+
+impl Counters {
+    fn new(state: &ServerState, label: &AppLabel) -> Self {
+        let m = &state.metrics;
+        Counters {
+            messages_received: m.ws_messages_received.get_or_create(label).clone(),
+            messages_sent: m.ws_messages_sent.get_or_create(label).clone(),
+            bytes_received: m.ws_bytes_received.get_or_create(label).clone(),
+            bytes_sent: m.ws_bytes_sent.get_or_create(label).clone(),
+            client_events: m.client_events.get_or_create(label).clone(),
+        }
+    }
+}
+
+/// Counts client events in the current one-second window.
+#[derive(Debug)]
+struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+impl Default for RateWindow {
+    fn default() -> Self {
+        RateWindow {
+            started: Instant::now(),
+            count: 0,
+        }
+    }
+}
+
+impl RateWindow {
+    /// Whether one more event fits under `per_second` (0 = unlimited).
+    fn allow(&mut self, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.started) >= Duration::from_secs(1) {
+            self.started = now;
+            self.count = 0;
+        }
+        if self.count < per_second {
+            self.count += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The most frames written before one flush, so one busy socket cannot starve its reader.
+const WRITE_BATCH: usize = 64;
+
+struct Connection {
+    state: ServerState,
+    app: Arc<App>,
+    socket_id: Arc<str>,
+    outbox: Outbox,
+    /// Subscribed channels, with the presence user id this socket joined as.
+    subscriptions: HashMap<String, Option<Arc<str>>>,
+    client_events: RateWindow,
+    counters: Counters,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        socket: &mut WebSocket,
+        mut rx: mpsc::Receiver<Utf8Bytes>,
+        control: &Control,
+    ) -> Option<Ending> {
+        let established = frames::connection_established(
+            &self.socket_id,
+            self.state.settings.activity_timeout.as_secs(),
+        );
+        if self.send(socket, established).await.is_err() {
+            return None;
+        }
+        let activity_timeout = self.state.settings.activity_timeout;
+        let pong_timeout = self.state.settings.pong_timeout;
+        let mut last_seen = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let deadline = match ping_sent {
+                Some(at) => at + pong_timeout,
+                None => last_seen + activity_timeout,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
+                reason = control.requested() => return Some(Ending::Pusher(reason)),
+                incoming = socket.recv() => match incoming {
+                    None => return None,
+                    Some(Err(e)) => return read_error(e),
+                    Some(Ok(msg)) => {
+                        last_seen = Instant::now();
+                        ping_sent = None;
+                        match self.on_message(socket, msg).await {
+                            Ok(true) => {}
+                            Ok(false) | Err(Gone) => return None,
+                        }
+                    }
+                },
+                Some(frame) = rx.recv() => {
+                    // A client that stops reading blocks this write; a close request (slow
+                    // consumer, shutdown) must still get through.
+                    tokio::select! {
+                        written = self.write_queued(socket, frame, &mut rx) => {
+                            if written.is_err() {
+                                return None;
+                            }
+                        }
+                        _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
+                        reason = control.requested() => return Some(Ending::Pusher(reason)),
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    if ping_sent.is_some() {
+                        return Some(Ending::Pusher(CloseReason::PongNotReceived));
+                    }
+                    if self.send(socket, frames::ping()).await.is_err() {
+                        return None;
+                    }
+                    ping_sent = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+    async fn write_queued(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Utf8Bytes,
+        rx: &mut mpsc::Receiver<Utf8Bytes>,
+    ) -> Result<(), Gone> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(frame) = next {
+            self.counters.bytes_sent.inc_by(frame.len() as u64);
+            socket.feed(Message::Text(frame)).await.map_err(|_| Gone)?;
+            written += 1;
+            next = if written < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        self.counters.messages_sent.inc_by(written as u64);
+        socket.flush().await.map_err(|_| Gone)
+    }
+
+    /// Sends one frame of our own (a reply), at once.
+    async fn send(&self, socket: &mut WebSocket, frame: String) -> Result<(), Gone> {
+        self.counters.messages_sent.inc();
+        self.counters.bytes_sent.inc_by(frame.len() as u64);
+        socket
+            .send(Message::Text(frame.into()))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    async fn send_error(
+        &self,
+        socket: &mut WebSocket,
+        message: &str,
+        code: Option<u16>,
+    ) -> Result<(), Gone> {
+        self.send(socket, frames::error(message, code)).await
+    }
+
+    /// Handles one message; `Ok(false)` when the client closed.
+    async fn on_message(&mut self, socket: &mut WebSocket, msg: Message) -> Result<bool, Gone> {
+        self.counters.messages_received.inc();
+        match msg {
+            Message::Text(text) => {
+                self.counters.bytes_received.inc_by(text.len() as u64);
+                self.on_text(socket, text.as_str()).await?;
+            }
+            Message::Binary(bytes) => {
+                self.counters.bytes_received.inc_by(bytes.len() as u64);
+                self.send_error(
+                    socket,
+                    "Binary frames are not supported; send JSON text frames",
+                    None,
+                )
+                .await?;
+            }
+            // The WebSocket layer answers pings itself; both count as activity.
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), Gone> {
+        let message = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(e) => return self.send_error(socket, &e.to_string(), None).await,
+        };
+        match message {
+            ClientMessage::Ping => self.send(socket, frames::pong()).await,
+            ClientMessage::Pong => Ok(()),
+            ClientMessage::Subscribe(sub) => self.subscribe(socket, sub).await,
+            ClientMessage::Unsubscribe { channel } => {
+                self.unsubscribe(&channel).await;
+                Ok(())
+            }
+            ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            } => self.client_event(socket, &event, &channel, data).await,
+            ClientMessage::Unknown(event) if event.starts_with("pusher:") => {
+                self.send_error(socket, &format!("Unsupported event {event}"), None)
+                    .await
+            }
+            ClientMessage::Unknown(event) => {
+                let msg = format!(
+                    "Event {event} refused: events sent by clients must start with 'client-'"
+                );
+                self.send_error(socket, &msg, None).await
+            }
+        }
+    }
+
+    async fn client_event(
+        &mut self,
+        socket: &mut WebSocket,
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+    ) -> Result<(), Gone> {
+        let limits = &self.app.limits;
+        if !self.app.client_events {
+            return self
+                .send_error(
+                    socket,
+                    "To send client events, you must enable this feature for the app",
+                    None,
+                )
+                .await;
+        }
+        let kind = match parse_channel(channel, limits.max_channel_name_length) {
+            Ok(name) => name,
+            Err(e) => {
+                return self
+                    .send_error(socket, &format!("Invalid channel {channel:?}: {e}"), None)
+                    .await
+            }
+        };
+        if !kind.allows_client_events() {
+            let msg = format!(
+                "Client events are only allowed on private and presence channels, not {channel}"
+            );
+            return self.send_error(socket, &msg, None).await;
+        }
+        let Some(user_id) = self.subscriptions.get(channel).cloned() else {
+            let msg = format!(
+                "Cannot broadcast client event (connection not subscribed to channel {channel})"
+            );
+            return self.send_error(socket, &msg, None).await;
+        };
+        if event.len() > limits.max_event_name_length {
+            let msg = format!(
+                "Event name is longer than {} characters",
+                limits.max_event_name_length
+            );
+            return self.send_error(socket, &msg, None).await;
+        }
+        if data.get().len() > limits.max_event_data_size {
+            let msg = format!(
+                "Client event data is larger than {} bytes",
+                limits.max_event_data_size
+            );
+            return self.send_error(socket, &msg, None).await;
+        }
+        if !self.client_events.allow(limits.client_events_per_second) {
+            let msg = format!(
+                "Client event rejected due to rate limit ({} per second)",
+                limits.client_events_per_second
+            );
+            return self
+                .send_error(socket, &msg, Some(CLIENT_EVENT_RATE_LIMITED))
+                .await;
+        }
+        let frame = frames::client_event(event, channel, data, user_id.as_deref());
+        self.counters.client_events.inc();
+        if let Err(e) = self
+            .state
+            .cluster
+            .publish(&self.app.id, channel, frame.into(), Some(&self.socket_id))
+            .await
+        {
+            match e {}
+        }
+        Ok(())
+    }
+
+    /// Leaves one channel, telling the other members when this was the user's last socket.
+    async fn unsubscribe(&mut self, channel: &str) {
+        if self.subscriptions.remove(channel).is_none() {
+            return;
+        }
+        self.leave(channel).await;
+    }
+
+    async fn leave(&self, channel: &str) {
+        let left = match self
+            .state
+            .cluster
+            .leave(&self.app.id, channel, &self.socket_id)
+            .await
+        {
+            Ok(left) => left,
+            Err(e) => match e {},
+        };
+        if let Some(user_id) = left.member_removed {
+            let frame = frames::member_removed(channel, &user_id);
+            if let Err(e) = self
+                .state
+                .cluster
+                .publish(&self.app.id, channel, frame.into(), None)
+                .await
+            {
+                match e {}
+            }
+        }
+    }
+
+    async fn leave_all(&mut self) {
+        for channel in std::mem::take(&mut self.subscriptions).into_keys() {
+            self.leave(&channel).await;
+        }
+    }
+}
+
+fn read_error(e: axum::Error) -> Option<Ending> {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(Ending::TooBig),
+        _ => {
+            debug!(error = %inner, "read failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_window_allows_the_limit_per_second() {
+        let mut w = RateWindow::default();
+        assert!((0..10).all(|_| w.allow(10)));
+        assert!(!w.allow(10));
+        w.started -= Duration::from_secs(1);
+        assert!(w.allow(10));
+        assert!((0..100).all(|_| RateWindow::default().allow(0)));
+    }
+
+    #[test]
+    fn socket_ids_are_unique_and_match_the_sdk_pattern() {
+        let a = new_socket_id();
+        let b = new_socket_id();
+        assert_ne!(a, b);
+        assert!(crate::protocol::is_socket_id(&a));
+    }
+}

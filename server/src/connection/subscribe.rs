@@ -1,0 +1,196 @@
+//! `pusher:subscribe`: name rules, authorization, presence membership, and the answer in the
+//! configured error dialect.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocket;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Connection, Gone};
+use crate::channels::{AddError, Member};
+use crate::cluster::JoinError;
+use crate::protocol::frames;
+use crate::protocol::{parse_channel, ChannelKind, Subscribe};
+use crate::signing;
+
+/// A refused subscription: the error `type` and `status` of the soketi dialect, and a message.
+struct Refusal {
+    kind: &'static str,
+    status: u16,
+    message: String,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, status: u16, message: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChannelData<'a> {
+    user_id: serde_json::Value,
+    #[serde(default, borrow)]
+    user_info: Option<&'a RawValue>,
+}
+
+impl Connection {
+    pub(super) async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        sub: Subscribe,
+    ) -> Result<(), Gone> {
+        match self.try_subscribe(&sub).await {
+            Ok(frame) => self.send(socket, frame).await,
+            Err(r) => {
+                let dialect = self.state.settings.error_dialect;
+                let frame =
+                    frames::subscription_error(dialect, &sub.channel, r.kind, &r.message, r.status);
+                self.send(socket, frame).await
+            }
+        }
+    }
+
+    /// Joins the channel and returns the `subscription_succeeded` frame to send.
+    async fn try_subscribe(&mut self, sub: &Subscribe) -> Result<String, Refusal> {
+        let limits = &self.app.limits;
+        let channel = sub.channel.as_str();
+        let name = parse_channel(channel, limits.max_channel_name_length).map_err(|e| {
+            Refusal::new(
+                "InvalidChannel",
+                400,
+                format!("Invalid channel name {channel:?}: {e}"),
+            )
+        })?;
+        let already = self.subscriptions.contains_key(channel);
+        if !already && self.subscriptions.len() >= limits.max_subscriptions_per_connection {
+            let msg = format!(
+                "This connection is subscribed to {} channels, the most allowed",
+                limits.max_subscriptions_per_connection
+            );
+            return Err(Refusal::new("LimitReached", 429, msg));
+        }
+        if name.kind == ChannelKind::ServerToUser {
+            return Err(Refusal::new(
+                "AuthError",
+                403,
+                "Only a connection signed in as this user may subscribe",
+            ));
+        }
+        if name.needs_auth() {
+            let auth = sub.auth.as_deref().unwrap_or_default();
+            let data = (name.kind == ChannelKind::Presence)
+                .then(|| sub.channel_data.as_deref().unwrap_or_default());
+            let signed = signing::channel_string(&self.socket_id, channel, data);
+            signing::verify_token(&self.app.key, &self.app.secret, &signed, auth)
+                .map_err(|e| Refusal::new("AuthError", 401, e.to_string()))?;
+        }
+        let member = match name.kind {
+            ChannelKind::Presence => Some(self.presence_member(sub.channel_data.as_deref())?),
+            _ => None,
+        };
+        if already {
+            // Subscribing twice changes nothing; the client gets the current state again.
+            return self.succeeded(channel, member.is_some()).await;
+        }
+        let user_id = member.as_ref().map(|m| m.user_id.clone());
+        let joined = self
+            .state
+            .cluster
+            .join(
+                &self.app.id,
+                channel,
+                self.outbox.clone(),
+                member.clone(),
+                limits.max_presence_members,
+            )
+            .await
+            .map_err(|e| match e {
+                JoinError::Refused(AddError::PresenceFull { max }) => Refusal::new(
+                    "LimitReached",
+                    429,
+                    format!("Presence channel {channel} is full ({max} members)"),
+                ),
+                JoinError::Cluster(e) => match e {},
+            })?;
+        self.subscriptions.insert(channel.to_owned(), user_id);
+        let frame = self.succeeded(channel, member.is_some()).await?;
+        if let (true, Some(member)) = (joined.member_added, &member) {
+            let added = frames::member_added(channel, member.as_ref());
+            if let Err(e) = self
+                .state
+                .cluster
+                .publish(&self.app.id, channel, added.into(), Some(&self.socket_id))
+                .await
+            {
+                match e {}
+            }
+        }
+        Ok(frame)
+    }
+
+    async fn succeeded(&self, channel: &str, presence: bool) -> Result<String, Refusal> {
+        if !presence {
+            return Ok(frames::subscription_succeeded(channel));
+        }
+        let members = match self.state.cluster.members(&self.app.id, channel).await {
+            Ok(m) => m,
+            Err(e) => match e {},
+        };
+        Ok(frames::presence_subscription_succeeded(
+            channel,
+            members.iter().map(Member::as_ref),
+        ))
+    }
+
+    /// Reads the presence member from `channel_data`, within the app's limits.
+    fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, Refusal> {
+        let limits = &self.app.limits;
+        let raw = channel_data.ok_or_else(|| {
+            Refusal::new(
+                "InvalidChannelData",
+                400,
+                "Presence channels need channel_data",
+            )
+        })?;
+        let data: ChannelData = serde_json::from_str(raw).map_err(|e| {
+            Refusal::new(
+                "InvalidChannelData",
+                400,
+                format!("channel_data must be a JSON object with user_id: {e}"),
+            )
+        })?;
+        let user_id: Arc<str> = match &data.user_id {
+            serde_json::Value::String(s) if !s.is_empty() => s.as_str().into(),
+            serde_json::Value::Number(n) => n.to_string().into(),
+            _ => {
+                return Err(Refusal::new(
+                    "InvalidChannelData",
+                    400,
+                    "channel_data.user_id must be a non-empty string or a number",
+                ))
+            }
+        };
+        if user_id.len() > limits.max_user_id_length {
+            let msg = format!(
+                "user_id is longer than {} characters",
+                limits.max_user_id_length
+            );
+            return Err(Refusal::new("LimitReached", 413, msg));
+        }
+        let size = data.user_info.map_or(0, |i| i.get().len());
+        if size > limits.max_presence_member_size {
+            let msg = format!(
+                "user_info is {size} bytes; the limit is {} bytes",
+                limits.max_presence_member_size
+            );
+            return Err(Refusal::new("LimitReached", 413, msg));
+        }
+        let user_info = data.user_info.map(|i| Arc::<RawValue>::from(i.to_owned()));
+        Ok(Member { user_id, user_info })
+    }
+}

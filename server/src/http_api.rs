@@ -1,0 +1,44 @@
+//! The Pusher HTTP API under `/apps/{app_id}/...`: every request passes the signature layer
+//! ([`auth`]), then the event ([`events`]) or query ([`queries`]) handlers. Errors are JSON
+//! `{"error": "..."}` with the status Pusher documents.
+
+mod auth;
+mod error;
+mod events;
+mod queries;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::metrics::HttpLabels;
+use crate::server::ServerState;
+
+/// The API routes, behind the signature layer.
+pub fn router(state: ServerState) -> Router<ServerState> {
+    Router::new()
+        .route("/apps/{app_id}/events", post(events::trigger))
+        .route("/apps/{app_id}/batch_events", post(events::batch))
+        .route("/apps/{app_id}/channels", get(queries::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(queries::channel))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(queries::users),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::verify))
+        .layer(middleware::from_fn_with_state(state, count_calls))
+}
+
+/// Counts every API call by status for `herald_http_calls_total`.
+async fn count_calls(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let labels = HttpLabels {
+        status: response.status().as_u16(),
+    };
+    state.metrics.http_calls.get_or_create(&labels).inc();
+    response
+}

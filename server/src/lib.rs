@@ -1,0 +1,32 @@
+//! herald-server: a Pusher Channels (protocol 7) compatible realtime server.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | flags > `HERALD_*` env > TOML file, validated once; every error reported |
+//! | [`protocol`] | wire types, close codes, channel-name rules; [`protocol::frames`] builds server frames |
+//! | [`signing`] | HMAC-SHA256 for channel auth, user auth, API requests, webhooks; constant-time compare |
+//! | [`apps`] | [`apps::App`] (credentials, switches, limits) and the [`apps::AppStore`] trait |
+//! | [`outbox`] | a socket's bounded outbound queue and close signal |
+//! | [`channels`] | this node's registry: local subscribers and presence members per channel |
+//! | [`cluster`] | the [`cluster::Cluster`] trait (what crosses nodes) and [`cluster::LocalCluster`] |
+//! | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
+//! | [`http_api`] | the signed Pusher HTTP API |
+//! | [`metrics`] | Prometheus metrics and the operations port (`/metrics`, `/healthz`, `/readyz`) |
+//! | [`server`] | wiring of the above, listeners and graceful shutdown |
+
+pub mod apps;
+pub mod channels;
+pub mod cluster;
+pub mod config;
+pub mod connection;
+pub mod http_api;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod server;
+pub mod signing;
+
+pub use config::Config;
+pub use server::Server;

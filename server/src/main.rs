@@ -1,0 +1,130 @@
+//! `herald-server`: parses the command line, sets up logging, runs the server until SIGTERM or
+//! SIGINT, and exits 0 after a graceful drain.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use herald_server::config::{Cli, Config};
+use herald_server::Server;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("herald-server: invalid configuration:");
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(&config).await.context("cannot listen")?;
+    let addr = server.local_addr()?;
+    let ops = server.ops_addr()?;
+    print_banner(&config, addr, ops);
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing sockets with 4200");
+        token.cancel();
+    });
+    server.run().await.context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let port = addr.port();
+    println!(
+        "Herald {} — Pusher Channels protocol 7 server",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/...");
+    println!(
+        "  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics",
+        ops.port()
+    );
+    if config.dev_app {
+        let app = &config.apps[0];
+        println!();
+        println!("  Development app (no app configured; use --app-id/--app-key/--app-secret or --config):");
+        println!("    app_id = {}", app.id);
+        println!("    key    = {}", app.key);
+        println!("    secret = {}", app.secret);
+        println!();
+        println!("  Connect with pusher-js:");
+        println!(
+            "    const pusher = new Pusher(\"{}\", {{ cluster: \"herald\", wsHost: \"{host}\", wsPort: {port}, forceTLS: false, enabledTransports: [\"ws\"] }});",
+            app.key
+        );
+        println!("  Trigger with the Node server SDK (npm i pusher):");
+        println!(
+            "    const pusher = new Pusher({{ appId: \"{}\", key: \"{}\", secret: \"{}\", host: \"{host}\", port: \"{port}\", useTLS: false }});",
+            app.id, app.key, app.secret
+        );
+    } else {
+        println!(
+            "  Apps: {}",
+            config
+                .apps
+                .iter()
+                .map(|a| format!("{} (key {})", a.id, a.key))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics (`herald_*`) and the operations port: `/metrics`, `/healthz`, `/readyz`.
+//! Kept off the public port so they are never exposed with the public Service by accident.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Labels of per-app metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    /// The app id.
+    pub app_id: String,
+}
+
+impl AppLabel {
+    /// Labels for `app_id`.
+    pub fn new(app_id: &str) -> Self {
+        AppLabel {
+            app_id: app_id.to_owned(),
+        }
+    }
+}
+
+/// Labels of disconnections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// The app id.
+    pub app_id: String,
+    /// Why the socket ended (`client` when the client went away).
+    pub reason: &'static str,
+}
+
+/// Labels of HTTP API calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Every metric the server exports. Families are cheap-clone handles.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connected: Family<AppLabel, Gauge>,
+    /// Channels with at least one subscriber on this node.
+    pub channels: Family<AppLabel, Gauge>,
+    /// Connections accepted.
+    pub new_connections: Family<AppLabel, Counter>,
+    /// Connections ended, by reason.
+    pub disconnections: Family<CloseLabels, Counter>,
+    /// WebSocket frames received from clients.
+    pub ws_messages_received: Family<AppLabel, Counter>,
+    /// WebSocket frames sent to clients.
+    pub ws_messages_sent: Family<AppLabel, Counter>,
+    /// Bytes received in WebSocket frames.
+    pub ws_bytes_received: Family<AppLabel, Counter>,
+    /// Bytes sent in WebSocket frames.
+    pub ws_bytes_sent: Family<AppLabel, Counter>,
+    /// Events published through the HTTP API (one per channel).
+    pub api_events: Family<AppLabel, Counter>,
+    /// Client events relayed.
+    pub client_events: Family<AppLabel, Counter>,
+    /// HTTP API calls by response status.
+    pub http_calls: Family<HttpLabels, Counter>,
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("herald");
+        let m = Metrics {
+            connected: Family::default(),
+            channels: Family::default(),
+            new_connections: Family::default(),
+            disconnections: Family::default(),
+            ws_messages_received: Family::default(),
+            ws_messages_sent: Family::default(),
+            ws_bytes_received: Family::default(),
+            ws_bytes_sent: Family::default(),
+            api_events: Family::default(),
+            client_events: Family::default(),
+            http_calls: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connected",
+            "Open WebSocket connections",
+            m.connected.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels with a subscriber on this node",
+            m.channels.clone(),
+        );
+        registry.register(
+            "new_connections",
+            "WebSocket connections accepted",
+            m.new_connections.clone(),
+        );
+        registry.register(
+            "disconnections",
+            "WebSocket connections ended, by reason",
+            m.disconnections.clone(),
+        );
+        registry.register(
+            "ws_messages_received",
+            "WebSocket frames received",
+            m.ws_messages_received.clone(),
+        );
+        registry.register(
+            "ws_messages_sent",
+            "WebSocket frames sent",
+            m.ws_messages_sent.clone(),
+        );
+        registry.register(
+            "ws_received_bytes",
+            "Bytes received over WebSocket",
+            m.ws_bytes_received.clone(),
+        );
+        registry.register(
+            "ws_sent_bytes",
+            "Bytes sent over WebSocket",
+            m.ws_bytes_sent.clone(),
+        );
+        registry.register(
+            "api_events",
+            "Events published through the HTTP API",
+            m.api_events.clone(),
+        );
+        registry.register(
+            "client_events",
+            "Client events relayed",
+            m.client_events.clone(),
+        );
+        registry.register(
+            "http_calls",
+            "HTTP API calls by status",
+            m.http_calls.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+/// The operations router: metrics, liveness and readiness (not ready once draining).
+pub fn ops_router(metrics: Arc<Metrics>, shutdown: CancellationToken) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(OpsState { metrics, shutdown })
+}
+
+async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn ready_handler(State(s): State<OpsState>) -> impl IntoResponse {
+    if s.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}

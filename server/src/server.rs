@@ -1,0 +1,133 @@
+//! Wiring: the shared state every handler gets, the two listeners (public WebSocket + HTTP API,
+//! and operations), and graceful shutdown — stop accepting, close every socket with 4200 so
+//! clients reconnect elsewhere, finish in-flight HTTP requests, then return.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::{AppStore, StaticApps};
+use crate::channels::Registry;
+use crate::cluster::{Cluster, LocalCluster};
+use crate::config::{Config, Settings};
+use crate::connection;
+use crate::http_api::{self, ApiError};
+use crate::metrics::{ops_router, Metrics};
+
+/// What every handler and connection task shares.
+pub struct Shared {
+    /// Server-wide settings.
+    pub settings: Settings,
+    /// Where apps come from.
+    pub apps: Arc<dyn AppStore>,
+    /// What crosses nodes.
+    pub cluster: Arc<dyn Cluster>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for their close frames.
+    pub connections: TaskTracker,
+}
+
+/// Cheap-clone handle to [`Shared`].
+#[derive(Clone)]
+pub struct ServerState(Arc<Shared>);
+
+impl Deref for ServerState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    state: ServerState,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+}
+
+impl Server {
+    /// Binds both listeners of the embedded default (static apps, local cluster).
+    pub async fn bind(config: &Config) -> io::Result<Server> {
+        let metrics = Metrics::new();
+        let registry = Registry::new(&metrics);
+        let state = ServerState(Arc::new(Shared {
+            settings: config.settings.clone(),
+            apps: Arc::new(StaticApps::new(config.apps.iter().cloned())),
+            cluster: Arc::new(LocalCluster::new(registry)),
+            metrics,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }));
+        let s = &config.settings;
+        let listener = TcpListener::bind(SocketAddr::new(s.bind, s.port)).await?;
+        let ops_listener = TcpListener::bind(SocketAddr::new(s.bind, s.metrics_port)).await?;
+        Ok(Server {
+            state,
+            listener,
+            ops_listener,
+        })
+    }
+
+    /// Address of the WebSocket + HTTP API listener.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Address of the operations listener.
+    pub fn ops_addr(&self) -> io::Result<SocketAddr> {
+        self.ops_listener.local_addr()
+    }
+
+    /// Cancel it to shut the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    pub async fn run(self) -> io::Result<()> {
+        let Server {
+            state,
+            listener,
+            ops_listener,
+        } = self;
+        let token = state.shutdown.clone();
+        let app = Router::new()
+            .route("/app/{key}", get(connection::upgrade))
+            .merge(http_api::router(state.clone()))
+            .fallback(|| async { ApiError::NotFound })
+            .with_state(state.clone());
+        let ops = ops_router(state.metrics.clone(), token.clone());
+        let ops_shutdown = token.clone().cancelled_owned();
+        let ops_task = tokio::spawn(async move {
+            axum::serve(ops_listener, ops)
+                .with_graceful_shutdown(ops_shutdown)
+                .await
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .await?;
+        state.connections.close();
+        let grace = state.settings.shutdown_grace;
+        if tokio::time::timeout(grace, state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = state.connections.len(),
+                "sockets still open after the shutdown grace period"
+            );
+        }
+        ops_task.await.map_err(io::Error::other)??;
+        Ok(())
+    }
+}
