@@ -628,6 +628,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/herald.toml");
+        let c = Config::load(&cli(&["--config", path])).unwrap();
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[0].limits.max_presence_members, 20000);
+        assert_eq!(c.apps[0].limits.max_connections, Some(10000));
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error_not_a_silent_default() {
         let errors = Config::load(&cli(&["--config", "/nonexistent/herald.toml"])).unwrap_err();
         assert!(errors[0].contains("cannot read config file"));
