@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Per-app limits. Defaults are hosted Pusher's, except where noted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,13 @@ pub struct Limits {
     /// Channels one connection may be subscribed to at once (not a Pusher limit: a guard
     /// against one socket growing server memory without bound).
     pub max_subscriptions_per_connection: usize,
+    /// User ids one sign-in may watch; more are dropped with `pusher:error` 4302.
+    pub max_watchlist_size: usize,
+    /// Events published through the HTTP API per second (all channels of one event count
+    /// once per channel); over it: HTTP 429. `None` is unlimited.
+    pub max_backend_events_per_second: Option<u32>,
+    /// HTTP API read requests (`GET`) per second; over it: HTTP 429. `None` is unlimited.
+    pub max_read_requests_per_second: Option<u32>,
 }
 
 impl Default for Limits {
@@ -52,6 +60,9 @@ impl Default for Limits {
             max_batch_size: 10,
             client_events_per_second: 10,
             max_subscriptions_per_connection: 1000,
+            max_watchlist_size: 100,
+            max_backend_events_per_second: None,
+            max_read_requests_per_second: None,
         }
     }
 }
@@ -80,6 +91,66 @@ pub struct App {
     pub client_events: bool,
     /// Limits.
     pub limits: Limits,
+    /// "Authorized connections": a socket must sign in or join a private or presence channel
+    /// within `user_authentication_timeout`, or it is closed with 4009.
+    pub user_authentication: bool,
+    /// How long an unauthenticated socket may stay when `user_authentication` is on.
+    pub user_authentication_timeout: Duration,
+    /// Send `pusher_internal:watchlist_events` to signed-in users with a watchlist.
+    pub watchlist_events: bool,
+    /// Send `pusher_internal:subscription_count` on non-presence channels.
+    pub subscription_count: bool,
+    /// How long a cache channel keeps its last event.
+    pub cache_ttl: Duration,
+    /// Browser origins allowed to open WebSockets (`Origin` header); empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Where webhooks go.
+    pub webhooks: Vec<WebhookTarget>,
+    /// Events of one app within this window go out in one webhook request; zero sends each
+    /// event on its own.
+    pub webhook_batch_window: Duration,
+}
+
+/// The kinds of webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    /// A channel got its first subscriber.
+    ChannelOccupied,
+    /// A channel lost its last subscriber (sent after 3 s, dropped if re-occupied).
+    ChannelVacated,
+    /// A user joined a presence channel.
+    MemberAdded,
+    /// A user's last socket left a presence channel (sent after 3 s, dropped if it returns).
+    MemberRemoved,
+    /// A client event was relayed.
+    ClientEvent,
+    /// A subscriber found a cache channel empty.
+    CacheMiss,
+    /// A channel's subscriber count changed (apps with `subscription_count`).
+    SubscriptionCount,
+}
+
+/// One webhook endpoint with its filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// `http://` or `https://` URL that receives `POST`s.
+    pub url: String,
+    /// Event kinds sent there; empty sends every kind.
+    pub event_types: Vec<WebhookKind>,
+    /// Only channels starting with this.
+    pub channel_prefix: Option<String>,
+    /// Only channels ending with this.
+    pub channel_suffix: Option<String>,
+}
+
+impl WebhookTarget {
+    /// Whether an event of `kind` on `channel` goes to this target.
+    pub fn wants(&self, kind: WebhookKind, channel: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.contains(&kind))
+            && self.channel_prefix.as_deref().is_none_or(|p| channel.starts_with(p))
+            && self.channel_suffix.as_deref().is_none_or(|s| channel.ends_with(s))
+    }
 }
 
 impl App {
@@ -92,6 +163,14 @@ impl App {
             enabled: true,
             client_events: false,
             limits: Limits::default(),
+            user_authentication: false,
+            user_authentication_timeout: Duration::from_secs(30),
+            watchlist_events: false,
+            subscription_count: false,
+            cache_ttl: Duration::from_secs(30 * 60),
+            allowed_origins: Vec::new(),
+            webhooks: Vec::new(),
+            webhook_batch_window: Duration::ZERO,
         }
     }
 }
@@ -140,5 +219,31 @@ impl AppStore for StaticApps {
         let mut apps: Vec<_> = self.by_id.values().cloned().collect();
         apps.sort_by(|a, b| a.id.cmp(&b.id));
         apps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_targets_filter_by_kind_prefix_and_suffix() {
+        let t = WebhookTarget {
+            url: "http://x".into(),
+            event_types: vec![WebhookKind::ChannelOccupied],
+            channel_prefix: Some("private-".into()),
+            channel_suffix: Some("-orders".into()),
+        };
+        assert!(t.wants(WebhookKind::ChannelOccupied, "private-eu-orders"));
+        assert!(!t.wants(WebhookKind::ChannelVacated, "private-eu-orders"));
+        assert!(!t.wants(WebhookKind::ChannelOccupied, "public-eu-orders"));
+        assert!(!t.wants(WebhookKind::ChannelOccupied, "private-eu-users"));
+        let all = WebhookTarget {
+            url: "http://x".into(),
+            event_types: vec![],
+            channel_prefix: None,
+            channel_suffix: None,
+        };
+        assert!(all.wants(WebhookKind::CacheMiss, "anything"));
     }
 }

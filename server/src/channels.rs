@@ -30,10 +30,7 @@ pub struct Member {
 impl Member {
     /// Borrowed form for frame building.
     pub fn as_ref(&self) -> MemberRef<'_> {
-        MemberRef {
-            user_id: &self.user_id,
-            user_info: self.user_info.as_deref(),
-        }
+        MemberRef { user_id: &self.user_id, user_info: self.user_info.as_deref() }
     }
 }
 
@@ -57,9 +54,16 @@ struct Channel {
     members: HashMap<Arc<str>, LocalMember>,
 }
 
+/// Sockets keyed by socket id.
+type Sockets = HashMap<Arc<str>, Outbox>;
+
 #[derive(Debug)]
 struct AppChannels {
     channels: DashMap<String, Channel>,
+    /// Signed-in user → its sockets on this node.
+    users: DashMap<Arc<str>, Sockets>,
+    /// Watched user → the sockets watching it on this node.
+    watchers: DashMap<Arc<str>, Sockets>,
     /// Open connections; also the `herald_connected` gauge of the app.
     connections: Gauge,
     /// The `herald_channels` gauge of the app.
@@ -134,6 +138,8 @@ impl Registry {
             .or_insert_with(|| {
                 Arc::new(AppChannels {
                     channels: DashMap::with_shard_amount(64),
+                    users: DashMap::new(),
+                    watchers: DashMap::new(),
                     connections: self.connection_gauges.get_or_create(&label).clone(),
                     channel_count: self.channel_gauges.get_or_create(&label).clone(),
                 })
@@ -149,12 +155,10 @@ impl Registry {
     pub fn connection_opened(&self, app_id: &str, limit: Option<u64>) -> bool {
         let app = self.app(app_id);
         let result =
-            app.connections
-                .inner()
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match limit {
-                    Some(max) if n >= 0 && n as u64 >= max => None,
-                    _ => Some(n + 1),
-                });
+            app.connections.inner().fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match limit {
+                Some(max) if n >= 0 && n as u64 >= max => None,
+                _ => Some(n + 1),
+            });
         result.is_ok()
     }
 
@@ -167,8 +171,7 @@ impl Registry {
 
     /// Open connections of an app on this node.
     pub fn connections(&self, app_id: &str) -> u64 {
-        self.existing(app_id)
-            .map_or(0, |a| a.connections.get().max(0) as u64)
+        self.existing(app_id).map_or(0, |a| a.connections.get().max(0) as u64)
     }
 
     /// Adds a socket (and, on presence channels, its member) to a channel. Adding a socket that
@@ -191,10 +194,7 @@ impl Registry {
         };
         let ch = entry.value_mut();
         if ch.subscribers.contains_key(outbox.socket_id()) {
-            return Ok(Added {
-                subscriptions: ch.subscribers.len(),
-                member_added: false,
-            });
+            return Ok(Added { subscriptions: ch.subscribers.len(), member_added: false });
         }
         let mut member_added = false;
         let user_id = match member {
@@ -212,8 +212,7 @@ impl Registry {
                         return Err(AddError::PresenceFull { max: max_members });
                     }
                     None => {
-                        ch.members
-                            .insert(user_id.clone(), LocalMember { member, sockets: 1 });
+                        ch.members.insert(user_id.clone(), LocalMember { member, sockets: 1 });
                         member_added = true;
                     }
                 }
@@ -221,12 +220,8 @@ impl Registry {
             }
             None => None,
         };
-        ch.subscribers
-            .insert(outbox.socket_id().clone(), Subscription { outbox, user_id });
-        Ok(Added {
-            subscriptions: ch.subscribers.len(),
-            member_added,
-        })
+        ch.subscribers.insert(outbox.socket_id().clone(), Subscription { outbox, user_id });
+        Ok(Added { subscriptions: ch.subscribers.len(), member_added })
     }
 
     /// Removes a socket from a channel; the channel entry goes when its last subscriber does.
@@ -239,10 +234,7 @@ impl Registry {
                 return Removed::default();
             };
             let Some(sub) = ch.subscribers.remove(socket_id) else {
-                return Removed {
-                    subscriptions: ch.subscribers.len(),
-                    ..Removed::default()
-                };
+                return Removed { subscriptions: ch.subscribers.len(), ..Removed::default() };
             };
             let mut member_removed = None;
             if let Some(user_id) = sub.user_id {
@@ -254,11 +246,7 @@ impl Registry {
                     }
                 }
             }
-            Removed {
-                was_subscribed: true,
-                subscriptions: ch.subscribers.len(),
-                member_removed,
-            }
+            Removed { was_subscribed: true, subscriptions: ch.subscribers.len(), member_removed }
         };
         if removed.subscriptions == 0 {
             Self::drop_if_empty(&app, channel);
@@ -267,24 +255,14 @@ impl Registry {
     }
 
     fn drop_if_empty(app: &AppChannels, channel: &str) {
-        if app
-            .channels
-            .remove_if(channel, |_, c| c.subscribers.is_empty())
-            .is_some()
-        {
+        if app.channels.remove_if(channel, |_, c| c.subscribers.is_empty()).is_some() {
             app.channel_count.dec();
         }
     }
 
     /// Queues a shared frame for every local subscriber except `except`. Returns how many got it.
     /// Holding the shard's read lock while queuing is fine: `Outbox::deliver` never waits.
-    pub fn broadcast(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: &Utf8Bytes,
-        except: Option<&str>,
-    ) -> usize {
+    pub fn broadcast(&self, app_id: &str, channel: &str, frame: &Utf8Bytes, except: Option<&str>) -> usize {
         let Some(app) = self.existing(app_id) else {
             return 0;
         };
@@ -307,10 +285,9 @@ impl Registry {
     pub fn stats(&self, app_id: &str, channel: &str) -> LocalStats {
         self.existing(app_id)
             .and_then(|app| {
-                app.channels.get(channel).map(|ch| LocalStats {
-                    subscriptions: ch.subscribers.len(),
-                    users: ch.members.len(),
-                })
+                app.channels
+                    .get(channel)
+                    .map(|ch| LocalStats { subscriptions: ch.subscribers.len(), users: ch.members.len() })
             })
             .unwrap_or_default()
     }
@@ -324,10 +301,7 @@ impl Registry {
             .iter()
             .filter(|e| prefix.is_none_or(|p| e.key().starts_with(p)))
             .map(|e| {
-                let stats = LocalStats {
-                    subscriptions: e.subscribers.len(),
-                    users: e.members.len(),
-                };
+                let stats = LocalStats { subscriptions: e.subscribers.len(), users: e.members.len() };
                 (e.key().clone(), stats)
             })
             .collect()
@@ -337,11 +311,67 @@ impl Registry {
     pub fn members(&self, app_id: &str, channel: &str) -> Vec<Member> {
         self.existing(app_id)
             .and_then(|app| {
-                app.channels
-                    .get(channel)
-                    .map(|ch| ch.members.values().map(|m| m.member.clone()).collect())
+                app.channels.get(channel).map(|ch| ch.members.values().map(|m| m.member.clone()).collect())
             })
             .unwrap_or_default()
+    }
+
+    /// Records a socket signed in as `user_id`; true when it is the user's first socket here.
+    pub fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> bool {
+        let app = self.app(app_id);
+        let mut sockets = app.users.entry(user_id.clone()).or_default();
+        let first = sockets.is_empty();
+        sockets.insert(outbox.socket_id().clone(), outbox);
+        first
+    }
+
+    /// Forgets a signed-in socket; true when it was the user's last socket here.
+    pub fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> bool {
+        let Some(app) = self.existing(app_id) else { return false };
+        let removed = app.users.get_mut(user_id).is_some_and(|mut s| s.remove(socket_id).is_some());
+        removed && app.users.remove_if(user_id, |_, s| s.is_empty()).is_some()
+    }
+
+    /// Whether the user has a signed-in socket here.
+    pub fn is_signed_in(&self, app_id: &str, user_id: &str) -> bool {
+        self.existing(app_id).is_some_and(|app| app.users.get(user_id).is_some_and(|s| !s.is_empty()))
+    }
+
+    /// Closes every socket signed in as the user; returns how many.
+    pub fn close_user(&self, app_id: &str, user_id: &str, reason: crate::protocol::CloseReason) -> usize {
+        let Some(app) = self.existing(app_id) else { return 0 };
+        let Some(sockets) = app.users.get(user_id) else { return 0 };
+        sockets.values().for_each(|o| o.close(reason));
+        sockets.len()
+    }
+
+    /// Registers a socket as watching `user_ids`.
+    pub fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) {
+        let app = self.app(app_id);
+        for id in user_ids {
+            app.watchers.entry(id.clone()).or_default().insert(outbox.socket_id().clone(), outbox.clone());
+        }
+    }
+
+    /// Removes a socket from the watchers of `user_ids`.
+    pub fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str) {
+        let Some(app) = self.existing(app_id) else { return };
+        for id in user_ids {
+            if let Some(mut w) = app.watchers.get_mut(id) {
+                w.remove(socket_id);
+            }
+            app.watchers.remove_if(id, |_, w| w.is_empty());
+        }
+    }
+
+    /// Queues a frame for every local socket watching `user_id`.
+    pub fn notify_watchers(&self, app_id: &str, user_id: &str, frame: &Utf8Bytes) {
+        let Some(app) = self.existing(app_id) else { return };
+        if let Some(w) = app.watchers.get(user_id) {
+            for outbox in w.values() {
+                outbox.deliver(frame);
+            }
+        };
     }
 
     /// Closes every local socket of an app (app disabled or deleted, server shutdown).
@@ -361,10 +391,7 @@ mod tests {
     use super::*;
 
     fn member(id: &str) -> Member {
-        Member {
-            user_id: id.into(),
-            user_info: None,
-        }
+        Member { user_id: id.into(), user_info: None }
     }
 
     fn outbox(id: &str) -> Outbox {
@@ -374,41 +401,25 @@ mod tests {
     #[test]
     fn a_user_with_two_sockets_is_added_once_and_removed_with_the_last_socket() {
         let r = Registry::default();
-        let a = r
-            .add("1", "presence-x", outbox("1.1"), Some(member("u")), 100)
-            .unwrap();
+        let a = r.add("1", "presence-x", outbox("1.1"), Some(member("u")), 100).unwrap();
         assert!(a.member_added);
-        let b = r
-            .add("1", "presence-x", outbox("1.2"), Some(member("u")), 100)
-            .unwrap();
+        let b = r.add("1", "presence-x", outbox("1.2"), Some(member("u")), 100).unwrap();
         assert!(!b.member_added);
-        assert_eq!(
-            r.stats("1", "presence-x"),
-            LocalStats {
-                subscriptions: 2,
-                users: 1
-            }
-        );
+        assert_eq!(r.stats("1", "presence-x"), LocalStats { subscriptions: 2, users: 1 });
         assert_eq!(r.remove("1", "presence-x", "1.1").member_removed, None);
-        assert_eq!(
-            r.remove("1", "presence-x", "1.2").member_removed.as_deref(),
-            Some("u")
-        );
+        assert_eq!(r.remove("1", "presence-x", "1.2").member_removed.as_deref(), Some("u"));
         assert!(r.channels("1", None).is_empty());
     }
 
     #[test]
     fn a_full_presence_channel_refuses_new_users_but_not_more_sockets_of_members() {
         let r = Registry::default();
-        r.add("1", "presence-x", outbox("1.1"), Some(member("a")), 1)
-            .unwrap();
+        r.add("1", "presence-x", outbox("1.1"), Some(member("a")), 1).unwrap();
         assert_eq!(
             r.add("1", "presence-x", outbox("1.2"), Some(member("b")), 1),
             Err(AddError::PresenceFull { max: 1 })
         );
-        assert!(r
-            .add("1", "presence-x", outbox("1.3"), Some(member("a")), 1)
-            .is_ok());
+        assert!(r.add("1", "presence-x", outbox("1.3"), Some(member("a")), 1).is_ok());
     }
 
     #[test]
@@ -423,6 +434,19 @@ mod tests {
         assert_eq!(r.broadcast("2", "chat", &frame, None), 0);
         assert!(rx_a.try_recv().is_err());
         assert_eq!(rx_b.try_recv().ok().as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn a_user_is_online_from_the_first_sign_in_to_the_last_sign_out() {
+        let r = Registry::default();
+        let user: Arc<str> = "u".into();
+        assert!(r.sign_in("1", &user, outbox("1.1")));
+        assert!(!r.sign_in("1", &user, outbox("1.2")));
+        assert!(!r.sign_out("1", "u", "1.1"));
+        assert!(r.is_signed_in("1", "u"));
+        assert!(r.sign_out("1", "u", "1.2"));
+        assert!(!r.is_signed_in("1", "u"));
+        assert!(!r.sign_out("1", "u", "1.2"), "signing out twice is not a second transition");
     }
 
     #[test]

@@ -3,11 +3,16 @@
 //! counts the HTTP API reports. [`LocalCluster`] is the embedded default: one process, where
 //! this node's [`Registry`] is the whole truth.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
 
 use crate::channels::{AddError, LocalStats, Member, Registry};
 use crate::outbox::Outbox;
+use crate::protocol::CloseReason;
 
 /// Failure of the cluster backend. The embedded backend cannot fail; networked backends add
 /// their variants here.
@@ -60,10 +65,7 @@ pub struct ChannelStats {
 
 impl From<LocalStats> for ChannelStats {
     fn from(s: LocalStats) -> Self {
-        ChannelStats {
-            subscription_count: s.subscriptions as u64,
-            user_count: s.users as u64,
-        }
+        ChannelStats { subscription_count: s.subscriptions as u64, user_count: s.users as u64 }
     }
 }
 
@@ -84,12 +86,7 @@ pub trait Cluster: Send + Sync + 'static {
         max_members: usize,
     ) -> Result<Joined, JoinError>;
     /// Unsubscribes a socket from a channel.
-    async fn leave(
-        &self,
-        app_id: &str,
-        channel: &str,
-        socket_id: &str,
-    ) -> Result<Left, ClusterError>;
+    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Result<Left, ClusterError>;
     /// Delivers a serialized frame to every subscriber of the channel on every node, except the
     /// socket `except`.
     async fn publish(
@@ -100,11 +97,7 @@ pub trait Cluster: Send + Sync + 'static {
         except: Option<&str>,
     ) -> Result<(), ClusterError>;
     /// Counts of one channel.
-    async fn channel_stats(
-        &self,
-        app_id: &str,
-        channel: &str,
-    ) -> Result<ChannelStats, ClusterError>;
+    async fn channel_stats(&self, app_id: &str, channel: &str) -> Result<ChannelStats, ClusterError>;
     /// Every occupied channel of an app, optionally filtered by prefix.
     async fn channels(
         &self,
@@ -113,18 +106,50 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> Result<Vec<(String, ChannelStats)>, ClusterError>;
     /// The members of a presence channel.
     async fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, ClusterError>;
+    /// Records a socket signed in as a user; true when the user just came online.
+    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Result<bool, ClusterError>;
+    /// Forgets a signed-in socket; true when the user just went offline.
+    async fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> Result<bool, ClusterError>;
+    /// Which of `user_ids` are online (signed in on some socket).
+    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Result<Vec<bool>, ClusterError>;
+    /// Closes every socket signed in as the user, on every node, with 4009.
+    async fn terminate_user(&self, app_id: &str, user_id: &str) -> Result<(), ClusterError>;
+    /// Registers a socket as watching `user_ids`.
+    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) -> Result<(), ClusterError>;
+    /// Removes a socket from the watchers of `user_ids`.
+    async fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str)
+        -> Result<(), ClusterError>;
+    /// Delivers a frame to every socket watching `user_id`, on every node.
+    async fn notify_watchers(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        frame: Utf8Bytes,
+    ) -> Result<(), ClusterError>;
+    /// Remembers the last event of a cache channel for `ttl`.
+    async fn cache_set(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        ttl: Duration,
+    ) -> Result<(), ClusterError>;
+    /// The cached event of a cache channel, if any and not expired.
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Result<Option<Utf8Bytes>, ClusterError>;
 }
 
 /// One process, no network: the registry is the cluster.
 #[derive(Debug, Clone)]
 pub struct LocalCluster {
     registry: Registry,
+    /// Last event of each cache channel, keyed by (app id, channel), with its expiry.
+    cache: Arc<DashMap<(String, String), (Utf8Bytes, Instant)>>,
 }
 
 impl LocalCluster {
     /// A cluster of this node alone.
     pub fn new(registry: Registry) -> Self {
-        LocalCluster { registry }
+        LocalCluster { registry, cache: Arc::default() }
     }
 }
 
@@ -147,9 +172,7 @@ impl Cluster for LocalCluster {
         member: Option<Member>,
         max_members: usize,
     ) -> Result<Joined, JoinError> {
-        let added = self
-            .registry
-            .add(app_id, channel, outbox, member, max_members)?;
+        let added = self.registry.add(app_id, channel, outbox, member, max_members)?;
         Ok(Joined {
             occupied: added.subscriptions == 1,
             member_added: added.member_added,
@@ -157,12 +180,7 @@ impl Cluster for LocalCluster {
         })
     }
 
-    async fn leave(
-        &self,
-        app_id: &str,
-        channel: &str,
-        socket_id: &str,
-    ) -> Result<Left, ClusterError> {
+    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Result<Left, ClusterError> {
         let removed = self.registry.remove(app_id, channel, socket_id);
         Ok(Left {
             was_subscribed: removed.was_subscribed,
@@ -183,11 +201,7 @@ impl Cluster for LocalCluster {
         Ok(())
     }
 
-    async fn channel_stats(
-        &self,
-        app_id: &str,
-        channel: &str,
-    ) -> Result<ChannelStats, ClusterError> {
+    async fn channel_stats(&self, app_id: &str, channel: &str) -> Result<ChannelStats, ClusterError> {
         Ok(self.registry.stats(app_id, channel).into())
     }
 
@@ -206,5 +220,70 @@ impl Cluster for LocalCluster {
 
     async fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, ClusterError> {
         Ok(self.registry.members(app_id, channel))
+    }
+
+    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Result<bool, ClusterError> {
+        Ok(self.registry.sign_in(app_id, user_id, outbox))
+    }
+
+    async fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> Result<bool, ClusterError> {
+        Ok(self.registry.sign_out(app_id, user_id, socket_id))
+    }
+
+    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Result<Vec<bool>, ClusterError> {
+        Ok(user_ids.iter().map(|u| self.registry.is_signed_in(app_id, u)).collect())
+    }
+
+    async fn terminate_user(&self, app_id: &str, user_id: &str) -> Result<(), ClusterError> {
+        self.registry.close_user(app_id, user_id, CloseReason::Unauthorized);
+        Ok(())
+    }
+
+    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) -> Result<(), ClusterError> {
+        self.registry.watch(app_id, user_ids, outbox);
+        Ok(())
+    }
+
+    async fn unwatch(
+        &self,
+        app_id: &str,
+        user_ids: &[Arc<str>],
+        socket_id: &str,
+    ) -> Result<(), ClusterError> {
+        self.registry.unwatch(app_id, user_ids, socket_id);
+        Ok(())
+    }
+
+    async fn notify_watchers(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        frame: Utf8Bytes,
+    ) -> Result<(), ClusterError> {
+        self.registry.notify_watchers(app_id, user_id, &frame);
+        Ok(())
+    }
+
+    async fn cache_set(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
+        let key = (app_id.to_owned(), channel.to_owned());
+        self.cache.insert(key, (frame, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Result<Option<Utf8Bytes>, ClusterError> {
+        let key = (app_id.to_owned(), channel.to_owned());
+        let now = Instant::now();
+        let hit = self.cache.get(&key).and_then(|e| (e.1 > now).then(|| e.0.clone()));
+        if hit.is_none() {
+            // Expired entries go when they are next asked for; no sweeper task needed.
+            self.cache.remove_if(&key, |_, e| e.1 <= now);
+        }
+        Ok(hit)
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 
-use crate::apps::{App, Limits, QuotaCode};
+use crate::apps::{App, Limits, QuotaCode, WebhookKind, WebhookTarget};
 use crate::protocol::frames::ErrorDialect;
 
 /// The development app of the embedded default, used when no app is configured.
@@ -23,11 +23,7 @@ pub const DEV_APP_SECRET: &str = "herald-dev-secret";
 /// Command line of `herald-server`. Numbers are taken as text and parsed here, so that every
 /// bad value is reported at once rather than the first one only.
 #[derive(Debug, Default, Parser)]
-#[command(
-    name = "herald-server",
-    version,
-    about = "Pusher Channels protocol 7 compatible realtime server"
-)]
+#[command(name = "herald-server", version, about = "Pusher Channels protocol 7 compatible realtime server")]
 pub struct Cli {
     /// TOML file with server settings and any number of `[[apps]]`.
     #[arg(long, env = "HERALD_CONFIG")]
@@ -69,6 +65,37 @@ pub struct Cli {
     /// Presence member limit of the flag-defined app [default: 100].
     #[arg(long, env = "HERALD_APP_MAX_PRESENCE_MEMBERS")]
     pub app_max_presence_members: Option<String>,
+    /// Close sockets of the flag-defined app that neither sign in nor join a private or
+    /// presence channel within 30 s (4009).
+    #[arg(long, env = "HERALD_APP_USER_AUTHENTICATION")]
+    pub app_user_authentication: bool,
+    /// Send watchlist online / offline events to signed-in users of the flag-defined app.
+    #[arg(long, env = "HERALD_APP_WATCHLIST_EVENTS")]
+    pub app_watchlist_events: bool,
+    /// Send `pusher:subscription_count` events on the flag-defined app's channels.
+    #[arg(long, env = "HERALD_APP_SUBSCRIPTION_COUNT")]
+    pub app_subscription_count: bool,
+    /// Webhook URL of the flag-defined app (repeat the flag, or separate with commas).
+    #[arg(long, env = "HERALD_APP_WEBHOOK_URL", value_delimiter = ',')]
+    pub app_webhook_url: Vec<String>,
+    /// Batch the flag-defined app's webhook events within this many milliseconds [default: 0].
+    #[arg(long, env = "HERALD_APP_WEBHOOK_BATCH_MS")]
+    pub app_webhook_batch_ms: Option<String>,
+    /// Browser origins allowed to connect to the flag-defined app (comma-separated).
+    #[arg(long, env = "HERALD_APP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub app_allowed_origins: Vec<String>,
+    /// HTTP API events per second of the flag-defined app (429 past it) [default: unlimited].
+    #[arg(long, env = "HERALD_APP_MAX_BACKEND_EVENTS_PER_SECOND")]
+    pub app_max_backend_events_per_second: Option<String>,
+    /// HTTP API read requests per second of the flag-defined app [default: unlimited].
+    #[arg(long, env = "HERALD_APP_MAX_READ_REQUESTS_PER_SECOND")]
+    pub app_max_read_requests_per_second: Option<String>,
+    /// Client events per second per connection of the flag-defined app [default: 10].
+    #[arg(long, env = "HERALD_APP_CLIENT_EVENTS_PER_SECOND")]
+    pub app_client_events_per_second: Option<String>,
+    /// Seconds a cache channel keeps its last event [default: 1800].
+    #[arg(long, env = "HERALD_APP_CACHE_TTL")]
+    pub app_cache_ttl: Option<String>,
 }
 
 /// Server-wide settings.
@@ -166,20 +193,8 @@ impl Config {
         let mut file = Fields::new(file.unwrap_or_default(), "");
         let d = Settings::default();
         let mut s = Settings {
-            bind: setting(
-                &mut errors,
-                "bind",
-                cli.bind.as_deref(),
-                file.take("bind"),
-                d.bind,
-            ),
-            port: setting(
-                &mut errors,
-                "port",
-                cli.port.as_deref(),
-                file.take("port"),
-                d.port,
-            ),
+            bind: setting(&mut errors, "bind", cli.bind.as_deref(), file.take("bind"), d.bind),
+            port: setting(&mut errors, "port", cli.port.as_deref(), file.take("port"), d.port),
             metrics_port: setting(
                 &mut errors,
                 "metrics_port",
@@ -202,26 +217,18 @@ impl Config {
                 d.pong_timeout.as_secs(),
             )),
             error_dialect: d.error_dialect,
-            max_queued_messages: file
-                .take("max_queued_messages")
-                .unwrap_or(d.max_queued_messages),
+            max_queued_messages: file.take("max_queued_messages").unwrap_or(d.max_queued_messages),
             max_message_size: file.take("max_message_size").unwrap_or(d.max_message_size),
             max_request_size: file.take("max_request_size").unwrap_or(d.max_request_size),
             shutdown_grace: Duration::from_secs(
-                file.take("shutdown_grace")
-                    .unwrap_or(d.shutdown_grace.as_secs()),
+                file.take("shutdown_grace").unwrap_or(d.shutdown_grace.as_secs()),
             ),
         };
-        let dialect: Option<String> = cli
-            .error_dialect
-            .clone()
-            .or_else(|| file.take("error_dialect"));
+        let dialect: Option<String> = cli.error_dialect.clone().or_else(|| file.take("error_dialect"));
         match dialect.as_deref() {
             None | Some("echo") => {}
             Some("pusher") => s.error_dialect = ErrorDialect::Pusher,
-            Some(other) => errors.push(format!(
-                "error_dialect: expected 'echo' or 'pusher', got {other:?}"
-            )),
+            Some(other) => errors.push(format!("error_dialect: expected 'echo' or 'pusher', got {other:?}")),
         }
         if s.activity_timeout.is_zero() {
             errors.push("activity_timeout: must be at least 1 second".into());
@@ -233,10 +240,7 @@ impl Config {
             errors.push("max_queued_messages: must be at least 1".into());
         }
         if s.port != 0 && s.port == s.metrics_port {
-            errors.push(format!(
-                "port and metrics_port are both {}; they must differ",
-                s.port
-            ));
+            errors.push(format!("port and metrics_port are both {}; they must differ", s.port));
         }
 
         let mut apps = Vec::new();
@@ -261,10 +265,7 @@ impl Config {
                 errors.push(format!("app id {:?} is defined more than once", app.id));
             }
             if apps[..i].iter().any(|a| a.key == app.key) {
-                errors.push(format!(
-                    "app key {:?} is used by more than one app",
-                    app.key
-                ));
+                errors.push(format!("app key {:?} is used by more than one app", app.key));
             }
         }
         let dev_app = apps.is_empty();
@@ -274,11 +275,7 @@ impl Config {
             apps.push(app);
         }
         if errors.is_empty() {
-            Ok(Config {
-                settings: s,
-                apps,
-                dev_app,
-            })
+            Ok(Config { settings: s, apps, dev_app })
         } else {
             Err(errors)
         }
@@ -300,10 +297,7 @@ where
         Some(raw) => match raw.trim().parse() {
             Ok(v) => v,
             Err(e) => {
-                errors.push(format!(
-                    "--{} ({name}): {raw:?}: {e}",
-                    name.replace('_', "-")
-                ));
+                errors.push(format!("--{} ({name}): {raw:?}: {e}", name.replace('_', "-")));
                 default
             }
         },
@@ -312,36 +306,33 @@ where
 }
 
 fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
-    let given = [
-        ("--app-id", &cli.app_id),
-        ("--app-key", &cli.app_key),
-        ("--app-secret", &cli.app_secret),
-    ];
+    let given = [("--app-id", &cli.app_id), ("--app-key", &cli.app_key), ("--app-secret", &cli.app_secret)];
     if given.iter().all(|(_, v)| v.is_none()) {
-        for (flag, set) in [
+        let app_flags = [
             ("--app-client-events", cli.app_client_events),
+            ("--app-user-authentication", cli.app_user_authentication),
+            ("--app-watchlist-events", cli.app_watchlist_events),
+            ("--app-subscription-count", cli.app_subscription_count),
+            ("--app-webhook-url", !cli.app_webhook_url.is_empty()),
+            ("--app-allowed-origins", !cli.app_allowed_origins.is_empty()),
             ("--app-max-connections", cli.app_max_connections.is_some()),
-            (
-                "--app-max-presence-members",
-                cli.app_max_presence_members.is_some(),
-            ),
-        ] {
+            ("--app-max-presence-members", cli.app_max_presence_members.is_some()),
+            ("--app-max-backend-events-per-second", cli.app_max_backend_events_per_second.is_some()),
+            ("--app-max-read-requests-per-second", cli.app_max_read_requests_per_second.is_some()),
+            ("--app-client-events-per-second", cli.app_client_events_per_second.is_some()),
+            ("--app-webhook-batch-ms", cli.app_webhook_batch_ms.is_some()),
+            ("--app-cache-ttl", cli.app_cache_ttl.is_some()),
+        ];
+        for (flag, set) in app_flags {
             if set {
                 errors.push(format!("{flag} needs --app-id, --app-key and --app-secret"));
             }
         }
         return None;
     }
-    let missing: Vec<&str> = given
-        .iter()
-        .filter(|(_, v)| v.is_none())
-        .map(|(f, _)| *f)
-        .collect();
+    let missing: Vec<&str> = given.iter().filter(|(_, v)| v.is_none()).map(|(f, _)| *f).collect();
     if !missing.is_empty() {
-        errors.push(format!(
-            "an app defined by flags also needs {}",
-            missing.join(", ")
-        ));
+        errors.push(format!("an app defined by flags also needs {}", missing.join(", ")));
         return None;
     }
     let mut app = App::new(
@@ -350,21 +341,61 @@ fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
         cli.app_secret.clone().unwrap_or_default(),
     );
     app.client_events = cli.app_client_events;
-    if let Some(raw) = &cli.app_max_connections {
-        app.limits.max_connections =
-            Some(setting(errors, "app_max_connections", Some(raw), None, 0));
+    app.user_authentication = cli.app_user_authentication;
+    app.watchlist_events = cli.app_watchlist_events;
+    app.subscription_count = cli.app_subscription_count;
+    app.allowed_origins = cli.app_allowed_origins.clone();
+    app.webhooks = cli
+        .app_webhook_url
+        .iter()
+        .map(|url| WebhookTarget {
+            url: url.clone(),
+            event_types: Vec::new(),
+            channel_prefix: None,
+            channel_suffix: None,
+        })
+        .collect();
+    let mut number =
+        |name: &str, raw: &Option<String>| raw.as_deref().map(|r| setting(errors, name, Some(r), None, 0u64));
+    let max_connections = number("app_max_connections", &cli.app_max_connections);
+    let max_members = number("app_max_presence_members", &cli.app_max_presence_members);
+    let backend = number("app_max_backend_events_per_second", &cli.app_max_backend_events_per_second);
+    let reads = number("app_max_read_requests_per_second", &cli.app_max_read_requests_per_second);
+    let client_rate = number("app_client_events_per_second", &cli.app_client_events_per_second);
+    let batch_ms = number("app_webhook_batch_ms", &cli.app_webhook_batch_ms);
+    let cache_ttl = number("app_cache_ttl", &cli.app_cache_ttl);
+    let l = &mut app.limits;
+    l.max_connections = max_connections.or(l.max_connections);
+    l.max_presence_members = max_members.map_or(l.max_presence_members, |v| v as usize);
+    l.max_backend_events_per_second = backend.map(saturate_u32);
+    l.max_read_requests_per_second = reads.map(saturate_u32);
+    l.client_events_per_second = client_rate.map_or(l.client_events_per_second, saturate_u32);
+    if let Some(ms) = batch_ms {
+        app.webhook_batch_window = Duration::from_millis(ms);
     }
-    if let Some(raw) = &cli.app_max_presence_members {
-        app.limits.max_presence_members = setting(
-            errors,
-            "app_max_presence_members",
-            Some(raw),
-            None,
-            app.limits.max_presence_members,
-        );
+    if let Some(secs) = cache_ttl {
+        app.cache_ttl = Duration::from_secs(secs);
     }
     validate_app(errors, "flags", &app);
     Some(app)
+}
+
+fn saturate_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn webhook_from_table(mut t: Fields) -> (Option<WebhookTarget>, Vec<String>) {
+    let url: Option<String> = t.take("url");
+    let event_types: Vec<WebhookKind> = t.take("event_types").unwrap_or_default();
+    let channel_prefix = t.take("channel_prefix");
+    let channel_suffix = t.take("channel_suffix");
+    if url.is_none() {
+        let msg = format!("{}.url: required", t.path);
+        t.errors.push(msg);
+    }
+    let errors = t.finish();
+    let target = url.map(|url| WebhookTarget { url, event_types, channel_prefix, channel_suffix });
+    (target, errors)
 }
 
 fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<App> {
@@ -378,53 +409,56 @@ fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<App> {
             t.errors.push(msg);
         }
     }
-    let mut app = App::new(
-        id.unwrap_or_default(),
-        key.unwrap_or_default(),
-        secret.unwrap_or_default(),
-    );
-    let d = Limits::default();
+    let mut app = App::new(id.unwrap_or_default(), key.unwrap_or_default(), secret.unwrap_or_default());
+    let d = App::new("", "", "");
     app.enabled = t.take("enabled").unwrap_or(true);
     app.client_events = t.take("client_events").unwrap_or(false);
+    app.user_authentication = t.take("user_authentication").unwrap_or(false);
+    app.user_authentication_timeout =
+        t.take("user_authentication_timeout").map_or(d.user_authentication_timeout, Duration::from_secs);
+    app.watchlist_events = t.take("watchlist_events").unwrap_or(false);
+    app.subscription_count = t.take("subscription_count").unwrap_or(false);
+    app.cache_ttl = t.take("cache_ttl").map_or(d.cache_ttl, Duration::from_secs);
+    app.allowed_origins = t.take("allowed_origins").unwrap_or_default();
+    app.webhook_batch_window =
+        t.take("webhook_batch_ms").map_or(d.webhook_batch_window, Duration::from_millis);
+    let hooks: Vec<toml::Value> = t.take("webhooks").unwrap_or_default();
+    for (i, hook) in hooks.into_iter().enumerate() {
+        let path = format!("{}.webhooks[{i}]", t.path);
+        match hook {
+            toml::Value::Table(table) => {
+                let (target, errs) = webhook_from_table(Fields::new(table, &path));
+                t.errors.extend(errs);
+                app.webhooks.extend(target);
+            }
+            _ => t.errors.push(format!("{path}: expected a table")),
+        }
+    }
+    let d = Limits::default();
     let l = &mut app.limits;
     l.max_connections = t.take("max_connections");
     l.connection_quota_code = match t.take::<u16>("connection_quota_code") {
         None | Some(4004) => QuotaCode::Quota4004,
         Some(4100) => QuotaCode::Capacity4100,
         Some(other) => {
-            t.errors.push(format!(
-                "{}.connection_quota_code: expected 4004 or 4100, got {other}",
-                t.path
-            ));
+            t.errors.push(format!("{}.connection_quota_code: expected 4004 or 4100, got {other}", t.path));
             QuotaCode::Quota4004
         }
     };
-    l.max_presence_members = t
-        .take("max_presence_members")
-        .unwrap_or(d.max_presence_members);
-    l.max_presence_member_size = t
-        .take("max_presence_member_size")
-        .unwrap_or(d.max_presence_member_size);
+    l.max_presence_members = t.take("max_presence_members").unwrap_or(d.max_presence_members);
+    l.max_presence_member_size = t.take("max_presence_member_size").unwrap_or(d.max_presence_member_size);
     l.max_user_id_length = t.take("max_user_id_length").unwrap_or(d.max_user_id_length);
-    l.max_event_data_size = t
-        .take("max_event_data_size")
-        .unwrap_or(d.max_event_data_size);
-    l.max_event_name_length = t
-        .take("max_event_name_length")
-        .unwrap_or(d.max_event_name_length);
-    l.max_channel_name_length = t
-        .take("max_channel_name_length")
-        .unwrap_or(d.max_channel_name_length);
-    l.max_channels_per_event = t
-        .take("max_channels_per_event")
-        .unwrap_or(d.max_channels_per_event);
+    l.max_event_data_size = t.take("max_event_data_size").unwrap_or(d.max_event_data_size);
+    l.max_event_name_length = t.take("max_event_name_length").unwrap_or(d.max_event_name_length);
+    l.max_channel_name_length = t.take("max_channel_name_length").unwrap_or(d.max_channel_name_length);
+    l.max_channels_per_event = t.take("max_channels_per_event").unwrap_or(d.max_channels_per_event);
     l.max_batch_size = t.take("max_batch_size").unwrap_or(d.max_batch_size);
-    l.client_events_per_second = t
-        .take("client_events_per_second")
-        .unwrap_or(d.client_events_per_second);
-    l.max_subscriptions_per_connection = t
-        .take("max_subscriptions_per_connection")
-        .unwrap_or(d.max_subscriptions_per_connection);
+    l.client_events_per_second = t.take("client_events_per_second").unwrap_or(d.client_events_per_second);
+    l.max_subscriptions_per_connection =
+        t.take("max_subscriptions_per_connection").unwrap_or(d.max_subscriptions_per_connection);
+    l.max_watchlist_size = t.take("max_watchlist_size").unwrap_or(d.max_watchlist_size);
+    l.max_backend_events_per_second = t.take("max_backend_events_per_second");
+    l.max_read_requests_per_second = t.take("max_read_requests_per_second");
     let path = t.path.clone();
     errors.extend(t.finish());
     validate_app(errors, &path, &app);
@@ -432,21 +466,21 @@ fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<App> {
 }
 
 fn validate_app(errors: &mut Vec<String>, path: &str, app: &App) {
-    let ok_chars = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
+    let ok_chars = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if app.id.is_empty() || !ok_chars(&app.id) {
-        errors.push(format!(
-            "{path}: app id {:?} must be non-empty and use only A-Z a-z 0-9 - _ .",
-            app.id
-        ));
+        errors.push(format!("{path}: app id {:?} must be non-empty and use only A-Z a-z 0-9 - _ .", app.id));
     }
     if app.key.is_empty() || !ok_chars(&app.key) {
-        errors.push(format!(
-            "{path}: app key {:?} must be non-empty and use only A-Z a-z 0-9 - _ .",
-            app.key
-        ));
+        errors
+            .push(format!("{path}: app key {:?} must be non-empty and use only A-Z a-z 0-9 - _ .", app.key));
+    }
+    for hook in &app.webhooks {
+        if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+            errors.push(format!("{path}: webhook url {:?} must start with http:// or https://", hook.url));
+        }
+    }
+    if app.user_authentication_timeout.is_zero() {
+        errors.push(format!("{path}.user_authentication_timeout: must be at least 1 second"));
     }
     if app.secret.is_empty() {
         errors.push(format!("{path}: app secret must not be empty"));
@@ -461,10 +495,7 @@ fn validate_app(errors: &mut Vec<String>, path: &str, app: &App) {
         ("max_channel_name_length", l.max_channel_name_length),
         ("max_channels_per_event", l.max_channels_per_event),
         ("max_batch_size", l.max_batch_size),
-        (
-            "max_subscriptions_per_connection",
-            l.max_subscriptions_per_connection,
-        ),
+        ("max_subscriptions_per_connection", l.max_subscriptions_per_connection),
     ] {
         if value == 0 {
             errors.push(format!("{path}.{name}: must be at least 1"));
@@ -482,11 +513,7 @@ struct Fields {
 
 impl Fields {
     fn new(table: toml::Table, path: &str) -> Self {
-        Fields {
-            table,
-            path: path.to_owned(),
-            errors: Vec::new(),
-        }
+        Fields { table, path: path.to_owned(), errors: Vec::new() }
     }
 
     fn key_path(&self, key: &str) -> String {
@@ -503,11 +530,7 @@ impl Fields {
         match value.try_into() {
             Ok(v) => Some(v),
             Err(e) => {
-                let msg = format!(
-                    "{}: invalid value {shown}: {}",
-                    self.key_path(key),
-                    e.message()
-                );
+                let msg = format!("{}: invalid value {shown}: {}", self.key_path(key), e.message());
                 self.errors.push(msg);
                 None
             }
@@ -516,11 +539,8 @@ impl Fields {
 
     /// The type errors met so far, and every key nobody took.
     fn finish(mut self) -> Vec<String> {
-        let unknown: Vec<String> = self
-            .table
-            .keys()
-            .map(|k| format!("{}: unknown key", self.key_path(k)))
-            .collect();
+        let unknown: Vec<String> =
+            self.table.keys().map(|k| format!("{}: unknown key", self.key_path(k))).collect();
         self.errors.extend(unknown);
         self.errors
     }
@@ -545,8 +565,7 @@ mod tests {
         pub struct TempPath(pub std::path::PathBuf);
         impl TempPath {
             pub fn with(text: &str) -> Self {
-                let path = std::env::temp_dir()
-                    .join(format!("herald-config-{}.toml", rand::random::<u64>()));
+                let path = std::env::temp_dir().join(format!("herald-config-{}.toml", rand::random::<u64>()));
                 std::fs::write(&path, text).unwrap();
                 TempPath(path)
             }
@@ -582,15 +601,9 @@ mod tests {
     #[test]
     fn every_bad_setting_is_reported_at_once() {
         let f = file("colour = \"red\"\nactivity_timeout = \"soon\"\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsurprise = 1\n[[apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"\nconnection_quota_code = 4005\n");
-        let errors = Config::load(&cli(&[
-            "--config",
-            f.0.to_str().unwrap(),
-            "--port",
-            "abc",
-            "--app-id",
-            "9",
-        ]))
-        .unwrap_err();
+        let errors =
+            Config::load(&cli(&["--config", f.0.to_str().unwrap(), "--port", "abc", "--app-id", "9"]))
+                .unwrap_err();
         let all = errors.join("\n");
         for expected in [
             "colour: unknown key",
@@ -619,12 +632,8 @@ mod tests {
             "x",
         ]))
         .unwrap_err();
-        assert!(errors
-            .iter()
-            .any(|e| e.contains("app id \"1\" is defined more than once")));
-        assert!(errors
-            .iter()
-            .any(|e| e.contains("app key \"k\" is used by more than one app")));
+        assert!(errors.iter().any(|e| e.contains("app id \"1\" is defined more than once")));
+        assert!(errors.iter().any(|e| e.contains("app key \"k\" is used by more than one app")));
     }
 
     #[test]

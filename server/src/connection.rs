@@ -3,6 +3,7 @@
 //! leaves every channel when the socket ends. A close requested from elsewhere (slow consumer,
 //! shutdown) ends the loop with that reason.
 
+mod signin;
 mod subscribe;
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
@@ -23,13 +24,16 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
-use crate::metrics::{AppLabel, CloseLabels};
+use crate::metrics::{AppLabel, CloseLabels, LimitLabels};
 use crate::outbox::{Control, Outbox};
 use crate::protocol::frames;
 use crate::protocol::{
     parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
 };
+use crate::ratelimit::Window;
 use crate::server::ServerState;
+use crate::subscription_count;
+use crate::webhooks::WebhookEvent;
 
 /// Query string of `/app/{key}`.
 #[derive(Debug, Deserialize)]
@@ -42,10 +46,23 @@ pub async fn upgrade(
     State(state): State<ServerState>,
     Path(key): Path<String>,
     Query(query): Query<ConnectQuery>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down").into_response();
+    }
+    if let Some(app) = state.apps.by_key(&key) {
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if !origin_allowed(&app.allowed_origins, origin) {
+            debug!(app_id = %app.id, ?origin, "WebSocket refused: origin not allowed");
+            state
+                .metrics
+                .limited
+                .get_or_create(&LimitLabels { app_id: app.id.clone(), limit: "allowed_origins" })
+                .inc();
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
     }
     let settings = &state.settings;
     let ws = ws
@@ -56,6 +73,25 @@ pub async fn upgrade(
         .write_buffer_size(0);
     let tracker = state.connections.clone();
     ws.on_upgrade(move |socket| tracker.track_future(serve(socket, state, key, query.protocol)))
+}
+
+/// Whether a browser `Origin` may connect: any when the list is empty; otherwise an exact
+/// entry, `*`, or a `scheme://*.domain` wildcard. A request without `Origin` (not a browser)
+/// is refused when a list is set.
+fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = origin else { return false };
+    allowed.iter().any(|a| {
+        a == "*"
+            || a.eq_ignore_ascii_case(origin)
+            || a.split_once("*.").is_some_and(|(scheme, domain)| {
+                origin.len() > scheme.len() + domain.len()
+                    && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+                    && origin.to_ascii_lowercase().ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+            })
+    })
 }
 
 static SOCKET_COUNTER: AtomicU64 = AtomicU64::new(1);
@@ -84,7 +120,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
         Ok(app) => app,
         Err(reason) => {
             debug!(key, code = reason.code(), "connection refused");
-            close(&mut socket, reason).await;
+            close(&mut socket, reason, reason.message()).await;
             return;
         }
     };
@@ -92,14 +128,10 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
         QuotaCode::Quota4004 => CloseReason::OverConnectionQuota,
         QuotaCode::Capacity4100 => CloseReason::OverCapacity,
     };
-    match state
-        .cluster
-        .connect(&app.id, app.limits.max_connections)
-        .await
-    {
+    match state.cluster.connect(&app.id, app.limits.max_connections).await {
         Ok(true) => {}
         Ok(false) => {
-            close(&mut socket, quota_reason).await;
+            close(&mut socket, quota_reason, quota_reason.message()).await;
             return;
         }
         Err(e) => match e {},
@@ -109,8 +141,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
     async move {
         let label = AppLabel::new(&app.id);
         state.metrics.new_connections.get_or_create(&label).inc();
-        let (outbox, rx, control) =
-            Outbox::new(socket_id.clone(), state.settings.max_queued_messages);
+        let (outbox, rx, control) = Outbox::new(socket_id.clone(), state.settings.max_queued_messages);
         let mut conn = Connection {
             counters: Counters::new(&state, &label),
             state: state.clone(),
@@ -118,7 +149,10 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
             socket_id,
             outbox,
             subscriptions: HashMap::new(),
-            client_events: RateWindow::default(),
+            client_events: Window::default(),
+            user: None,
+            auth_deadline: app.user_authentication.then(|| Instant::now() + app.user_authentication_timeout),
+            ending: None,
         };
         debug!("connected");
         let reason = conn.run(&mut socket, rx, &control).await;
@@ -126,28 +160,19 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
         if let Err(e) = state.cluster.disconnect(&app.id).await {
             match e {}
         }
-        let reason_label = reason.map_or("client", Ending::label);
+        let reason_label = reason.as_ref().map_or("client", Ending::label);
         state
             .metrics
             .disconnections
-            .get_or_create(&CloseLabels {
-                app_id: app.id.clone(),
-                reason: reason_label,
-            })
+            .get_or_create(&CloseLabels { app_id: app.id.clone(), reason: reason_label })
             .inc();
         debug!(reason = reason_label, "disconnected");
         match reason {
-            Some(Ending::Pusher(reason)) => close(&mut socket, reason).await,
+            Some(Ending::Pusher(reason)) => close(&mut socket, reason, reason.message()).await,
+            Some(Ending::Refused(reason, message)) => close(&mut socket, reason, &message).await,
             Some(Ending::TooBig) => {
-                let frame = CloseFrame {
-                    code: 1009,
-                    reason: "Message too big".into(),
-                };
-                let _ = timeout(
-                    Duration::from_secs(1),
-                    socket.send(Message::Close(Some(frame))),
-                )
-                .await;
+                let frame = CloseFrame { code: 1009, reason: "Message too big".into() };
+                let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
             }
             None => {}
         }
@@ -158,32 +183,31 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
 
 /// Sends `pusher:error` with the close code, then the close frame. Bounded in time: a client
 /// that does not read must not hold the task.
-async fn close(socket: &mut WebSocket, reason: CloseReason) {
+async fn close(socket: &mut WebSocket, reason: CloseReason, message: &str) {
     let send = async {
-        let error = frames::error(reason.message(), Some(reason.code()));
+        let error = frames::error(message, Some(reason.code()));
         socket.send(Message::Text(error.into())).await?;
-        let frame = CloseFrame {
-            code: reason.code(),
-            reason: reason.message().into(),
-        };
+        let frame = CloseFrame { code: reason.code(), reason: reason.message().into() };
         socket.send(Message::Close(Some(frame))).await
     };
     let _ = timeout(Duration::from_secs(1), send).await;
 }
 
 /// Why the loop ended, when the server ends it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Ending {
     /// A Pusher close code.
     Pusher(CloseReason),
+    /// A Pusher close code with a message saying exactly what was refused.
+    Refused(CloseReason, String),
     /// The client sent a message over the size limit (WebSocket close 1009).
     TooBig,
 }
 
 impl Ending {
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
-            Ending::Pusher(r) => r.label(),
+            Ending::Pusher(r) | Ending::Refused(r, _) => r.label(),
             Ending::TooBig => "message_too_big",
         }
     }
@@ -215,42 +239,6 @@ impl Counters {
     }
 }
 
-/// Counts client events in the current one-second window.
-#[derive(Debug)]
-struct RateWindow {
-    started: Instant,
-    count: u32,
-}
-
-impl Default for RateWindow {
-    fn default() -> Self {
-        RateWindow {
-            started: Instant::now(),
-            count: 0,
-        }
-    }
-}
-
-impl RateWindow {
-    /// Whether one more event fits under `per_second` (0 = unlimited).
-    fn allow(&mut self, per_second: u32) -> bool {
-        if per_second == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        if now.duration_since(self.started) >= Duration::from_secs(1) {
-            self.started = now;
-            self.count = 0;
-        }
-        if self.count < per_second {
-            self.count += 1;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The most frames written before one flush, so one busy socket cannot starve its reader.
 const WRITE_BATCH: usize = 64;
 
@@ -261,8 +249,14 @@ struct Connection {
     outbox: Outbox,
     /// Subscribed channels, with the presence user id this socket joined as.
     subscriptions: HashMap<String, Option<Arc<str>>>,
-    client_events: RateWindow,
+    client_events: Window,
     counters: Counters,
+    /// The user this socket signed in as.
+    user: Option<signin::SignedIn>,
+    /// With "authorized connections": when an unauthenticated socket is closed.
+    auth_deadline: Option<Instant>,
+    /// Set by a handler that ends the connection.
+    ending: Option<Ending>,
 }
 
 impl Connection {
@@ -272,10 +266,8 @@ impl Connection {
         mut rx: mpsc::Receiver<Utf8Bytes>,
         control: &Control,
     ) -> Option<Ending> {
-        let established = frames::connection_established(
-            &self.socket_id,
-            self.state.settings.activity_timeout.as_secs(),
-        );
+        let established =
+            frames::connection_established(&self.socket_id, self.state.settings.activity_timeout.as_secs());
         if self.send(socket, established).await.is_err() {
             return None;
         }
@@ -302,6 +294,9 @@ impl Connection {
                             Ok(true) => {}
                             Ok(false) | Err(Gone) => return None,
                         }
+                        if let Some(ending) = self.ending.take() {
+                            return Some(ending);
+                        }
                     }
                 },
                 Some(frame) = rx.recv() => {
@@ -316,6 +311,10 @@ impl Connection {
                         _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
                         reason = control.requested() => return Some(Ending::Pusher(reason)),
                     }
+                }
+                _ = sleep_until(self.auth_deadline.unwrap_or(deadline)), if self.auth_deadline.is_some() => {
+                    let msg = "Connection not authorized within the timeout: sign in or subscribe to a private channel";
+                    return Some(Ending::Refused(CloseReason::Unauthorized, msg.into()));
                 }
                 _ = sleep_until(deadline) => {
                     if ping_sent.is_some() {
@@ -343,11 +342,7 @@ impl Connection {
             self.counters.bytes_sent.inc_by(frame.len() as u64);
             socket.feed(Message::Text(frame)).await.map_err(|_| Gone)?;
             written += 1;
-            next = if written < WRITE_BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
+            next = if written < WRITE_BATCH { rx.try_recv().ok() } else { None };
         }
         self.counters.messages_sent.inc_by(written as u64);
         socket.flush().await.map_err(|_| Gone)
@@ -357,18 +352,10 @@ impl Connection {
     async fn send(&self, socket: &mut WebSocket, frame: String) -> Result<(), Gone> {
         self.counters.messages_sent.inc();
         self.counters.bytes_sent.inc_by(frame.len() as u64);
-        socket
-            .send(Message::Text(frame.into()))
-            .await
-            .map_err(|_| Gone)
+        socket.send(Message::Text(frame.into())).await.map_err(|_| Gone)
     }
 
-    async fn send_error(
-        &self,
-        socket: &mut WebSocket,
-        message: &str,
-        code: Option<u16>,
-    ) -> Result<(), Gone> {
+    async fn send_error(&self, socket: &mut WebSocket, message: &str, code: Option<u16>) -> Result<(), Gone> {
         self.send(socket, frames::error(message, code)).await
     }
 
@@ -382,12 +369,8 @@ impl Connection {
             }
             Message::Binary(bytes) => {
                 self.counters.bytes_received.inc_by(bytes.len() as u64);
-                self.send_error(
-                    socket,
-                    "Binary frames are not supported; send JSON text frames",
-                    None,
-                )
-                .await?;
+                self.send_error(socket, "Binary frames are not supported; send JSON text frames", None)
+                    .await?;
             }
             // The WebSocket layer answers pings itself; both count as activity.
             Message::Ping(_) | Message::Pong(_) => {}
@@ -405,23 +388,19 @@ impl Connection {
             ClientMessage::Ping => self.send(socket, frames::pong()).await,
             ClientMessage::Pong => Ok(()),
             ClientMessage::Subscribe(sub) => self.subscribe(socket, sub).await,
+            ClientMessage::Signin(signin) => self.signin(socket, signin).await,
             ClientMessage::Unsubscribe { channel } => {
                 self.unsubscribe(&channel).await;
                 Ok(())
             }
-            ClientMessage::ClientEvent {
-                event,
-                channel,
-                data,
-            } => self.client_event(socket, &event, &channel, data).await,
+            ClientMessage::ClientEvent { event, channel, data } => {
+                self.client_event(socket, &event, &channel, data).await
+            }
             ClientMessage::Unknown(event) if event.starts_with("pusher:") => {
-                self.send_error(socket, &format!("Unsupported event {event}"), None)
-                    .await
+                self.send_error(socket, &format!("Unsupported event {event}"), None).await
             }
             ClientMessage::Unknown(event) => {
-                let msg = format!(
-                    "Event {event} refused: events sent by clients must start with 'client-'"
-                );
+                let msg = format!("Event {event} refused: events sent by clients must start with 'client-'");
                 self.send_error(socket, &msg, None).await
             }
         }
@@ -437,63 +416,58 @@ impl Connection {
         let limits = &self.app.limits;
         if !self.app.client_events {
             return self
-                .send_error(
-                    socket,
-                    "To send client events, you must enable this feature for the app",
-                    None,
-                )
+                .send_error(socket, "To send client events, you must enable this feature for the app", None)
                 .await;
         }
         let kind = match parse_channel(channel, limits.max_channel_name_length) {
             Ok(name) => name,
             Err(e) => {
-                return self
-                    .send_error(socket, &format!("Invalid channel {channel:?}: {e}"), None)
-                    .await
+                return self.send_error(socket, &format!("Invalid channel {channel:?}: {e}"), None).await
             }
         };
         if !kind.allows_client_events() {
-            let msg = format!(
-                "Client events are only allowed on private and presence channels, not {channel}"
-            );
+            let msg =
+                format!("Client events are only allowed on private and presence channels, not {channel}");
             return self.send_error(socket, &msg, None).await;
         }
         let Some(user_id) = self.subscriptions.get(channel).cloned() else {
-            let msg = format!(
-                "Cannot broadcast client event (connection not subscribed to channel {channel})"
-            );
+            let msg =
+                format!("Cannot broadcast client event (connection not subscribed to channel {channel})");
             return self.send_error(socket, &msg, None).await;
         };
         if event.len() > limits.max_event_name_length {
-            let msg = format!(
-                "Event name is longer than {} characters",
-                limits.max_event_name_length
-            );
+            let msg = format!("Event name is longer than {} characters", limits.max_event_name_length);
             return self.send_error(socket, &msg, None).await;
         }
         if data.get().len() > limits.max_event_data_size {
-            let msg = format!(
-                "Client event data is larger than {} bytes",
-                limits.max_event_data_size
-            );
+            let msg = format!("Client event data is larger than {} bytes", limits.max_event_data_size);
             return self.send_error(socket, &msg, None).await;
         }
-        if !self.client_events.allow(limits.client_events_per_second) {
+        if !self.client_events.allow(limits.client_events_per_second, 1) {
             let msg = format!(
                 "Client event rejected due to rate limit ({} per second)",
                 limits.client_events_per_second
             );
-            return self
-                .send_error(socket, &msg, Some(CLIENT_EVENT_RATE_LIMITED))
-                .await;
+            return self.send_error(socket, &msg, Some(CLIENT_EVENT_RATE_LIMITED)).await;
         }
         let frame = frames::client_event(event, channel, data, user_id.as_deref());
         self.counters.client_events.inc();
-        if let Err(e) = self
-            .state
-            .cluster
-            .publish(&self.app.id, channel, frame.into(), Some(&self.socket_id))
-            .await
+        let data_text = match serde_json::from_str::<String>(data.get()) {
+            Ok(s) => s,
+            Err(_) => data.get().to_owned(),
+        };
+        self.state.webhooks.emit(
+            &self.app,
+            WebhookEvent::ClientEvent {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data: data_text,
+                socket_id: self.socket_id.to_string(),
+                user_id: user_id.as_deref().map(str::to_owned),
+            },
+        );
+        if let Err(e) =
+            self.state.cluster.publish(&self.app.id, channel, frame.into(), Some(&self.socket_id)).await
         {
             match e {}
         }
@@ -509,23 +483,23 @@ impl Connection {
     }
 
     async fn leave(&self, channel: &str) {
-        let left = match self
-            .state
-            .cluster
-            .leave(&self.app.id, channel, &self.socket_id)
-            .await
-        {
+        let left = match self.state.cluster.leave(&self.app.id, channel, &self.socket_id).await {
             Ok(left) => left,
             Err(e) => match e {},
         };
+        if left.vacated {
+            let event = WebhookEvent::ChannelVacated { channel: channel.to_owned() };
+            self.state.webhooks.emit(&self.app, event);
+        }
+        if left.was_subscribed && self.app.subscription_count && !channel.starts_with("presence-") {
+            subscription_count::report(&self.state, &self.app, channel, left.subscription_count).await;
+        }
         if let Some(user_id) = left.member_removed {
+            let event =
+                WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id: user_id.to_string() };
+            self.state.webhooks.emit(&self.app, event);
             let frame = frames::member_removed(channel, &user_id);
-            if let Err(e) = self
-                .state
-                .cluster
-                .publish(&self.app.id, channel, frame.into(), None)
-                .await
-            {
+            if let Err(e) = self.state.cluster.publish(&self.app.id, channel, frame.into(), None).await {
                 match e {}
             }
         }
@@ -535,6 +509,7 @@ impl Connection {
         for channel in std::mem::take(&mut self.subscriptions).into_keys() {
             self.leave(&channel).await;
         }
+        self.sign_out().await;
     }
 }
 
@@ -554,13 +529,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rate_window_allows_the_limit_per_second() {
-        let mut w = RateWindow::default();
-        assert!((0..10).all(|_| w.allow(10)));
-        assert!(!w.allow(10));
-        w.started -= Duration::from_secs(1);
-        assert!(w.allow(10));
-        assert!((0..100).all(|_| RateWindow::default().allow(0)));
+    fn origins_match_exactly_by_wildcard_subdomain_or_star() {
+        let allowed = vec!["https://app.example.com".to_owned(), "https://*.example.org".to_owned()];
+        assert!(origin_allowed(&[], None));
+        assert!(origin_allowed(&allowed, Some("https://app.example.com")));
+        assert!(origin_allowed(&allowed, Some("https://eu.example.org")));
+        assert!(!origin_allowed(&allowed, Some("https://example.org.evil.com")));
+        assert!(!origin_allowed(&allowed, Some("http://eu.example.org")));
+        assert!(!origin_allowed(&allowed, Some("https://evil.com")));
+        assert!(!origin_allowed(&allowed, None));
+        assert!(origin_allowed(&["*".to_owned()], Some("https://anything")));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod events;
 mod queries;
+mod users;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -15,7 +16,9 @@ use axum::Router;
 
 pub use error::ApiError;
 
-use crate::metrics::HttpLabels;
+use crate::apps::App;
+use crate::metrics::{HttpLabels, LimitLabels};
+use crate::ratelimit::AppLimit;
 use crate::server::ServerState;
 
 /// The API routes, behind the signature layer.
@@ -25,10 +28,8 @@ pub fn router(state: ServerState) -> Router<ServerState> {
         .route("/apps/{app_id}/batch_events", post(events::batch))
         .route("/apps/{app_id}/channels", get(queries::channels))
         .route("/apps/{app_id}/channels/{channel}", get(queries::channel))
-        .route(
-            "/apps/{app_id}/channels/{channel}/users",
-            get(queries::users),
-        )
+        .route("/apps/{app_id}/channels/{channel}/users", get(queries::users))
+        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::verify))
         .layer(middleware::from_fn_with_state(state, count_calls))
 }
@@ -36,9 +37,23 @@ pub fn router(state: ServerState) -> Router<ServerState> {
 /// Counts every API call by status for `herald_http_calls_total`.
 async fn count_calls(State(state): State<ServerState>, req: Request, next: Next) -> Response {
     let response = next.run(req).await;
-    let labels = HttpLabels {
-        status: response.status().as_u16(),
-    };
+    let labels = HttpLabels { status: response.status().as_u16() };
     state.metrics.http_calls.get_or_create(&labels).inc();
     response
+}
+
+/// Counts `n` against an app's rate limit; refuses with 429 (and a metric) when over it.
+pub(crate) fn check_rate(
+    state: &ServerState,
+    app: &App,
+    limit: AppLimit,
+    per_second: u32,
+    n: u64,
+) -> Result<(), ApiError> {
+    if state.rates.allow(&app.id, limit, per_second, n) {
+        return Ok(());
+    }
+    let labels = LimitLabels { app_id: app.id.clone(), limit: limit.label() };
+    state.metrics.limited.get_or_create(&labels).inc();
+    Err(ApiError::RateLimited { limit: limit.label(), per_second })
 }

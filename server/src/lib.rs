@@ -13,6 +13,9 @@
 //! | [`cluster`] | the [`cluster::Cluster`] trait (what crosses nodes) and [`cluster::LocalCluster`] |
 //! | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
 //! | [`http_api`] | the signed Pusher HTTP API |
+//! | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
+//! | [`subscription_count`] | throttled `pusher_internal:subscription_count` |
+//! | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
 //! | [`metrics`] | Prometheus metrics and the operations port (`/metrics`, `/healthz`, `/readyz`) |
 //! | [`server`] | wiring of the above, listeners and graceful shutdown |
 
@@ -25,8 +28,11 @@ pub mod http_api;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod ratelimit;
 pub mod server;
 pub mod signing;
+pub mod subscription_count;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::Server;

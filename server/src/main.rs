@@ -23,9 +23,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -83,21 +81,13 @@ async fn shutdown_signal() {
 }
 
 fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let port = addr.port();
+    println!("Herald {} — Pusher Channels protocol 7 server", env!("CARGO_PKG_VERSION"));
     println!(
-        "Herald {} — Pusher Channels protocol 7 server",
-        env!("CARGO_PKG_VERSION")
+        "  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/..."
     );
-    println!("  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/...");
-    println!(
-        "  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics",
-        ops.port()
-    );
+    println!("  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics", ops.port());
     if config.dev_app {
         let app = &config.apps[0];
         println!();
@@ -119,12 +109,7 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
     } else {
         println!(
             "  Apps: {}",
-            config
-                .apps
-                .iter()
-                .map(|a| format!("{} (key {})", a.id, a.key))
-                .collect::<Vec<_>>()
-                .join(", ")
+            config.apps.iter().map(|a| format!("{} (key {})", a.id, a.key)).collect::<Vec<_>>().join(", ")
         );
     }
 }

@@ -25,9 +25,7 @@ pub struct AppLabel {
 impl AppLabel {
     /// Labels for `app_id`.
     pub fn new(app_id: &str) -> Self {
-        AppLabel {
-            app_id: app_id.to_owned(),
-        }
+        AppLabel { app_id: app_id.to_owned() }
     }
 }
 
@@ -45,6 +43,24 @@ pub struct CloseLabels {
 pub struct HttpLabels {
     /// Response status code.
     pub status: u16,
+}
+
+/// Labels of dropped webhooks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookDropLabels {
+    /// The app id.
+    pub app_id: String,
+    /// Why: `queue_full`, `too_many_pending`, `retries_exhausted`, `shutting_down`.
+    pub reason: &'static str,
+}
+
+/// Labels of requests refused by a per-app rate limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The app id.
+    pub app_id: String,
+    /// Which limit.
+    pub limit: &'static str,
 }
 
 /// Every metric the server exports. Families are cheap-clone handles.
@@ -73,6 +89,16 @@ pub struct Metrics {
     pub client_events: Family<AppLabel, Counter>,
     /// HTTP API calls by response status.
     pub http_calls: Family<HttpLabels, Counter>,
+    /// Webhook events accepted into the queue.
+    pub webhooks_queued: Family<AppLabel, Counter>,
+    /// Webhook requests answered with 2xx.
+    pub webhooks_sent: Family<AppLabel, Counter>,
+    /// Webhook attempts that failed (each retry counts).
+    pub webhooks_failed: Family<AppLabel, Counter>,
+    /// Webhook events or requests given up, by reason.
+    pub webhooks_dropped: Family<WebhookDropLabels, Counter>,
+    /// Requests, events and connections refused by a limit, by limit.
+    pub limited: Family<LimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -91,23 +117,16 @@ impl Metrics {
             api_events: Family::default(),
             client_events: Family::default(),
             http_calls: Family::default(),
+            webhooks_queued: Family::default(),
+            webhooks_sent: Family::default(),
+            webhooks_failed: Family::default(),
+            webhooks_dropped: Family::default(),
+            limited: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connected",
-            "Open WebSocket connections",
-            m.connected.clone(),
-        );
-        registry.register(
-            "channels",
-            "Channels with a subscriber on this node",
-            m.channels.clone(),
-        );
-        registry.register(
-            "new_connections",
-            "WebSocket connections accepted",
-            m.new_connections.clone(),
-        );
+        registry.register("connected", "Open WebSocket connections", m.connected.clone());
+        registry.register("channels", "Channels with a subscriber on this node", m.channels.clone());
+        registry.register("new_connections", "WebSocket connections accepted", m.new_connections.clone());
         registry.register(
             "disconnections",
             "WebSocket connections ended, by reason",
@@ -118,36 +137,17 @@ impl Metrics {
             "WebSocket frames received",
             m.ws_messages_received.clone(),
         );
-        registry.register(
-            "ws_messages_sent",
-            "WebSocket frames sent",
-            m.ws_messages_sent.clone(),
-        );
-        registry.register(
-            "ws_received_bytes",
-            "Bytes received over WebSocket",
-            m.ws_bytes_received.clone(),
-        );
-        registry.register(
-            "ws_sent_bytes",
-            "Bytes sent over WebSocket",
-            m.ws_bytes_sent.clone(),
-        );
-        registry.register(
-            "api_events",
-            "Events published through the HTTP API",
-            m.api_events.clone(),
-        );
-        registry.register(
-            "client_events",
-            "Client events relayed",
-            m.client_events.clone(),
-        );
-        registry.register(
-            "http_calls",
-            "HTTP API calls by status",
-            m.http_calls.clone(),
-        );
+        registry.register("ws_messages_sent", "WebSocket frames sent", m.ws_messages_sent.clone());
+        registry.register("ws_received_bytes", "Bytes received over WebSocket", m.ws_bytes_received.clone());
+        registry.register("ws_sent_bytes", "Bytes sent over WebSocket", m.ws_bytes_sent.clone());
+        registry.register("api_events", "Events published through the HTTP API", m.api_events.clone());
+        registry.register("client_events", "Client events relayed", m.client_events.clone());
+        registry.register("http_calls", "HTTP API calls by status", m.http_calls.clone());
+        registry.register("webhooks_queued", "Webhook events queued", m.webhooks_queued.clone());
+        registry.register("webhooks_sent", "Webhook requests delivered (2xx)", m.webhooks_sent.clone());
+        registry.register("webhooks_failed", "Webhook attempts failed", m.webhooks_failed.clone());
+        registry.register("webhooks_dropped", "Webhooks given up, by reason", m.webhooks_dropped.clone());
+        registry.register("limited", "Requests refused by a per-app limit, by limit", m.limited.clone());
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -177,10 +177,7 @@ pub fn ops_router(metrics: Arc<Metrics>, shutdown: CancellationToken) -> Router 
 
 async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         s.metrics.encode(),
     )
 }

@@ -57,21 +57,10 @@ pub enum Delivery {
 
 impl Outbox {
     /// A new outbox with room for `capacity` frames, and the receiver for the connection task.
-    pub fn new(
-        socket_id: Arc<str>,
-        capacity: usize,
-    ) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
+    pub fn new(socket_id: Arc<str>, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
         let (tx, rx) = mpsc::channel(capacity);
         let control = Arc::new(Control::default());
-        (
-            Outbox {
-                socket_id,
-                tx,
-                control: control.clone(),
-            },
-            rx,
-            control,
-        )
+        (Outbox { socket_id, tx, control: control.clone() }, rx, control)
     }
 
     /// The socket id this outbox writes to.

@@ -83,6 +83,9 @@ impl CloseReason {
 /// The `pusher:error` code for a client event refused by the per-connection rate limit.
 pub const CLIENT_EVENT_RATE_LIMITED: u16 = 4301;
 
+/// The `pusher:error` code for a watchlist longer than the app allows (the first ids are kept).
+pub const WATCHLIST_LIMIT_EXCEEDED: u16 = 4302;
+
 /// The protocol versions a client may ask for; pusher-js sends 7.
 pub const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 
@@ -113,10 +116,7 @@ pub struct ChannelName {
 impl ChannelName {
     /// Whether a subscription needs an `auth` signature.
     pub fn needs_auth(self) -> bool {
-        matches!(
-            self.kind,
-            ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence
-        )
+        matches!(self.kind, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
     }
 
     /// Whether clients may send `client-` events on it.
@@ -148,12 +148,7 @@ pub enum ChannelNameError {
 }
 
 const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
-const CACHE_PREFIXES: [&str; 4] = [
-    "cache-",
-    "private-cache-",
-    "private-encrypted-cache-",
-    "presence-cache-",
-];
+const CACHE_PREFIXES: [&str; 4] = ["cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-"];
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
@@ -165,10 +160,7 @@ pub fn parse_channel(name: &str, max_len: usize) -> Result<ChannelName, ChannelN
         return Err(ChannelNameError::Empty);
     }
     if name.len() > max_len {
-        return Err(ChannelNameError::TooLong {
-            len: name.len(),
-            max: max_len,
-        });
+        return Err(ChannelNameError::TooLong { len: name.len(), max: max_len });
     }
     let (body, kind) = match name.strip_prefix(SERVER_TO_USER_PREFIX) {
         Some(user) if !user.is_empty() => (user, ChannelKind::ServerToUser),
@@ -178,8 +170,7 @@ pub fn parse_channel(name: &str, max_len: usize) -> Result<ChannelName, ChannelN
     if let Some(c) = body.chars().find(|c| !is_name_char(*c)) {
         return Err(ChannelNameError::InvalidCharacter(c));
     }
-    let cache =
-        kind != ChannelKind::ServerToUser && CACHE_PREFIXES.iter().any(|p| name.starts_with(p));
+    let cache = kind != ChannelKind::ServerToUser && CACHE_PREFIXES.iter().any(|p| name.starts_with(p));
     Ok(ChannelName { kind, cache })
 }
 
@@ -222,6 +213,8 @@ pub enum ClientMessage<'a> {
     Pong,
     /// `pusher:subscribe`.
     Subscribe(Subscribe),
+    /// `pusher:signin`.
+    Signin(Signin),
     /// `pusher:unsubscribe`.
     Unsubscribe {
         /// The channel to leave.
@@ -251,6 +244,15 @@ pub struct Subscribe {
     /// The presence member JSON, exactly as the auth endpoint signed it.
     #[serde(default)]
     pub channel_data: Option<String>,
+}
+
+/// The data of a `pusher:signin`.
+#[derive(Debug, Deserialize)]
+pub struct Signin {
+    /// `key:signature` over `socket_id::user::user_data`.
+    pub auth: String,
+    /// The user JSON exactly as the auth endpoint signed it.
+    pub user_data: String,
 }
 
 /// Why a client frame could not be understood. The connection stays open.
@@ -306,19 +308,16 @@ impl<'a> ClientMessage<'a> {
         Ok(match frame.event.as_str() {
             "pusher:ping" => ClientMessage::Ping,
             "pusher:pong" => ClientMessage::Pong,
-            "pusher:subscribe" => {
-                ClientMessage::Subscribe(data_of("pusher:subscribe", frame.data)?)
-            }
+            "pusher:subscribe" => ClientMessage::Subscribe(data_of("pusher:subscribe", frame.data)?),
+            "pusher:signin" => ClientMessage::Signin(data_of("pusher:signin", frame.data)?),
             "pusher:unsubscribe" => {
                 let ChannelOnly { channel } = data_of("pusher:unsubscribe", frame.data)?;
                 ClientMessage::Unsubscribe { channel }
             }
             e if e.starts_with("client-") => match (frame.channel, frame.data) {
-                (Some(channel), Some(data)) => ClientMessage::ClientEvent {
-                    event: frame.event,
-                    channel,
-                    data,
-                },
+                (Some(channel), Some(data)) => {
+                    ClientMessage::ClientEvent { event: frame.event, channel, data }
+                }
                 _ => return Err(FrameError::ClientEventIncomplete(frame.event)),
             },
             _ => ClientMessage::Unknown(frame.event),
@@ -335,48 +334,24 @@ mod tests {
         let k = |n: &str| parse_channel(n, 200).map(|c| (c.kind, c.cache));
         assert_eq!(k("chat"), Ok((ChannelKind::Public, false)));
         assert_eq!(k("private-chat"), Ok((ChannelKind::Private, false)));
-        assert_eq!(
-            k("private-encrypted-chat"),
-            Ok((ChannelKind::PrivateEncrypted, false))
-        );
+        assert_eq!(k("private-encrypted-chat"), Ok((ChannelKind::PrivateEncrypted, false)));
         assert_eq!(k("presence-room"), Ok((ChannelKind::Presence, false)));
         assert_eq!(k("cache-x"), Ok((ChannelKind::Public, true)));
         assert_eq!(k("private-cache-x"), Ok((ChannelKind::Private, true)));
-        assert_eq!(
-            k("private-encrypted-cache-x"),
-            Ok((ChannelKind::PrivateEncrypted, true))
-        );
+        assert_eq!(k("private-encrypted-cache-x"), Ok((ChannelKind::PrivateEncrypted, true)));
         assert_eq!(k("presence-cache-x"), Ok((ChannelKind::Presence, true)));
-        assert_eq!(
-            k("#server-to-user-42"),
-            Ok((ChannelKind::ServerToUser, false))
-        );
+        assert_eq!(k("#server-to-user-42"), Ok((ChannelKind::ServerToUser, false)));
     }
 
     #[test]
     fn channel_names_outside_the_rules_are_refused() {
         assert_eq!(parse_channel("", 200), Err(ChannelNameError::Empty));
-        assert_eq!(
-            parse_channel("a b", 200),
-            Err(ChannelNameError::InvalidCharacter(' '))
-        );
-        assert_eq!(
-            parse_channel("#secret", 200),
-            Err(ChannelNameError::Reserved)
-        );
-        assert_eq!(
-            parse_channel("#server-to-user-", 200),
-            Err(ChannelNameError::Reserved)
-        );
-        assert_eq!(
-            parse_channel("private-é", 200),
-            Err(ChannelNameError::InvalidCharacter('é'))
-        );
+        assert_eq!(parse_channel("a b", 200), Err(ChannelNameError::InvalidCharacter(' ')));
+        assert_eq!(parse_channel("#secret", 200), Err(ChannelNameError::Reserved));
+        assert_eq!(parse_channel("#server-to-user-", 200), Err(ChannelNameError::Reserved));
+        assert_eq!(parse_channel("private-é", 200), Err(ChannelNameError::InvalidCharacter('é')));
         let long = "a".repeat(201);
-        assert_eq!(
-            parse_channel(&long, 200),
-            Err(ChannelNameError::TooLong { len: 201, max: 200 })
-        );
+        assert_eq!(parse_channel(&long, 200), Err(ChannelNameError::TooLong { len: 201, max: 200 }));
         assert!(parse_channel(&"a".repeat(200), 200).is_ok());
         assert!(parse_channel("private-azAZ9_=@,.;", 200).is_ok());
     }
@@ -393,35 +368,18 @@ mod tests {
 
     #[test]
     fn subscribe_data_is_read_as_object_or_double_encoded_string() {
-        let m = ClientMessage::parse(
-            r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":""}}"#,
-        )
-        .unwrap();
-        assert!(
-            matches!(m, ClientMessage::Subscribe(Subscribe { ref channel, .. }) if channel == "a")
-        );
         let m =
-            ClientMessage::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#)
-                .unwrap();
-        assert!(
-            matches!(m, ClientMessage::Subscribe(Subscribe { ref channel, .. }) if channel == "b")
-        );
+            ClientMessage::parse(r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":""}}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Subscribe(Subscribe { ref channel, .. }) if channel == "a"));
+        let m = ClientMessage::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Subscribe(Subscribe { ref channel, .. }) if channel == "b"));
     }
 
     #[test]
     fn malformed_frames_are_errors_not_panics() {
-        assert!(matches!(
-            ClientMessage::parse("not json"),
-            Err(FrameError::InvalidJson(_))
-        ));
-        assert!(matches!(
-            ClientMessage::parse(r#"{"event":5}"#),
-            Err(FrameError::InvalidJson(_))
-        ));
-        assert!(matches!(
-            ClientMessage::parse("[]"),
-            Err(FrameError::InvalidJson(_))
-        ));
+        assert!(matches!(ClientMessage::parse("not json"), Err(FrameError::InvalidJson(_))));
+        assert!(matches!(ClientMessage::parse(r#"{"event":5}"#), Err(FrameError::InvalidJson(_))));
+        assert!(matches!(ClientMessage::parse("[]"), Err(FrameError::InvalidJson(_))));
         assert!(matches!(
             ClientMessage::parse(r#"{"event":"pusher:subscribe","data":{"chan":1}}"#),
             Err(FrameError::InvalidData { .. })
@@ -430,18 +388,13 @@ mod tests {
             ClientMessage::parse(r#"{"event":"client-x","data":{}}"#),
             Err(FrameError::ClientEventIncomplete(_))
         ));
-        assert!(matches!(
-            ClientMessage::parse(r#"{"event":"pusher:what"}"#),
-            Ok(ClientMessage::Unknown(_))
-        ));
+        assert!(matches!(ClientMessage::parse(r#"{"event":"pusher:what"}"#), Ok(ClientMessage::Unknown(_))));
     }
 
     #[test]
     fn client_event_data_is_kept_byte_for_byte() {
-        let m = ClientMessage::parse(
-            r#"{"event":"client-typing","channel":"private-a","data":{"b" : 1}}"#,
-        )
-        .unwrap();
+        let m = ClientMessage::parse(r#"{"event":"client-typing","channel":"private-a","data":{"b" : 1}}"#)
+            .unwrap();
         match m {
             ClientMessage::ClientEvent { data, .. } => assert_eq!(data.get(), r#"{"b" : 1}"#),
             other => panic!("unexpected {other:?}"),

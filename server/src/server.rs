@@ -20,6 +20,9 @@ use crate::config::{Config, Settings};
 use crate::connection;
 use crate::http_api::{self, ApiError};
 use crate::metrics::{ops_router, Metrics};
+use crate::ratelimit::AppRates;
+use crate::subscription_count::SubscriptionCounts;
+use crate::webhooks::{WebhookPipeline, WebhookSettings, Webhooks};
 
 /// What every handler and connection task shares.
 pub struct Shared {
@@ -35,6 +38,12 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
+    /// Where webhook events go.
+    pub webhooks: Webhooks,
+    /// Throttle state of subscription counts.
+    pub counts: SubscriptionCounts,
+    /// Per-app rate windows of the HTTP API.
+    pub rates: AppRates,
 }
 
 /// Cheap-clone handle to [`Shared`].
@@ -53,13 +62,24 @@ pub struct Server {
     state: ServerState,
     listener: TcpListener,
     ops_listener: TcpListener,
+    webhooks: WebhookPipeline,
 }
 
 impl Server {
     /// Binds both listeners of the embedded default (static apps, local cluster).
     pub async fn bind(config: &Config) -> io::Result<Server> {
+        Self::bind_with(config, WebhookSettings::default()).await
+    }
+
+    /// Like [`Server::bind`], with webhook timings of the caller's choosing (tests shorten
+    /// the retry backoff).
+    pub async fn bind_with(config: &Config, webhook_settings: WebhookSettings) -> io::Result<Server> {
+        let s = &config.settings;
+        let listener = TcpListener::bind(SocketAddr::new(s.bind, s.port)).await?;
+        let ops_listener = TcpListener::bind(SocketAddr::new(s.bind, s.metrics_port)).await?;
         let metrics = Metrics::new();
         let registry = Registry::new(&metrics);
+        let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics);
         let state = ServerState(Arc::new(Shared {
             settings: config.settings.clone(),
             apps: Arc::new(StaticApps::new(config.apps.iter().cloned())),
@@ -67,15 +87,11 @@ impl Server {
             metrics,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            webhooks,
+            counts: SubscriptionCounts::default(),
+            rates: AppRates::default(),
         }));
-        let s = &config.settings;
-        let listener = TcpListener::bind(SocketAddr::new(s.bind, s.port)).await?;
-        let ops_listener = TcpListener::bind(SocketAddr::new(s.bind, s.metrics_port)).await?;
-        Ok(Server {
-            state,
-            listener,
-            ops_listener,
-        })
+        Ok(Server { state, listener, ops_listener, webhooks: pipeline })
     }
 
     /// Address of the WebSocket + HTTP API listener.
@@ -93,13 +109,10 @@ impl Server {
         self.state.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains.
+    /// Serves until the shutdown token is cancelled, then drains: sockets close with 4200,
+    /// in-flight HTTP requests finish, then the webhooks those closes caused are sent.
     pub async fn run(self) -> io::Result<()> {
-        let Server {
-            state,
-            listener,
-            ops_listener,
-        } = self;
+        let Server { state, listener, ops_listener, webhooks } = self;
         let token = state.shutdown.clone();
         let app = Router::new()
             .route("/app/{key}", get(connection::upgrade))
@@ -108,25 +121,18 @@ impl Server {
             .with_state(state.clone());
         let ops = ops_router(state.metrics.clone(), token.clone());
         let ops_shutdown = token.clone().cancelled_owned();
-        let ops_task = tokio::spawn(async move {
-            axum::serve(ops_listener, ops)
-                .with_graceful_shutdown(ops_shutdown)
-                .await
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await?;
+        let ops_task =
+            tokio::spawn(
+                async move { axum::serve(ops_listener, ops).with_graceful_shutdown(ops_shutdown).await },
+            );
+        axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned()).await?;
         state.connections.close();
         let grace = state.settings.shutdown_grace;
-        if tokio::time::timeout(grace, state.connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = state.connections.len(),
-                "sockets still open after the shutdown grace period"
-            );
+        if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {
+            let remaining = state.connections.len();
+            tracing::warn!(remaining, "sockets still open after the shutdown grace period");
         }
+        webhooks.shutdown(grace).await;
         ops_task.await.map_err(io::Error::other)??;
         Ok(())
     }

@@ -44,12 +44,10 @@ pub fn sign(secret: &str, message: &[u8]) -> String {
 /// Verifies a hex signature of `message` in constant time.
 pub fn verify(secret: &str, message: &[u8], signature_hex: &str) -> Result<(), SignatureError> {
     let expected = hex::decode(signature_hex).map_err(|_| SignatureError::NotHex)?;
-    mac(secret, message)
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch {
-            signed: String::from_utf8_lossy(message).into_owned(),
-            got: signature_hex.to_owned(),
-        })
+    mac(secret, message).verify_slice(&expected).map_err(|_| SignatureError::Mismatch {
+        signed: String::from_utf8_lossy(message).into_owned(),
+        got: signature_hex.to_owned(),
+    })
 }
 
 /// The string signed to authorize a channel subscription: `socket_id:channel[:channel_data]`.
@@ -66,15 +64,8 @@ pub fn user_string(socket_id: &str, user_data: &str) -> String {
 }
 
 /// Verifies an `auth` token (`key:hex`) over `message` for the app with `key` and `secret`.
-pub fn verify_token(
-    key: &str,
-    secret: &str,
-    message: &str,
-    token: &str,
-) -> Result<(), SignatureError> {
-    let (token_key, signature) = token
-        .split_once(':')
-        .ok_or(SignatureError::MalformedToken)?;
+pub fn verify_token(key: &str, secret: &str, message: &str, token: &str) -> Result<(), SignatureError> {
+    let (token_key, signature) = token.split_once(':').ok_or(SignatureError::MalformedToken)?;
     if token_key != key {
         return Err(SignatureError::WrongKey);
     }
@@ -95,11 +86,7 @@ pub fn api_string(method: &str, path: &str, params: &[(String, String)]) -> Stri
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
         .collect();
     pairs.sort();
-    let query = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let query = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     format!("{}\n{path}\n{query}", method.to_ascii_uppercase())
 }
 
@@ -125,8 +112,7 @@ mod tests {
             sign(SECRET, msg.as_bytes()),
             "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
         );
-        let token =
-            format!("{KEY}:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
+        let token = format!("{KEY}:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
         assert_eq!(verify_token(KEY, SECRET, &msg, &token), Ok(()));
     }
 
@@ -164,10 +150,7 @@ mod tests {
     #[test]
     fn rest_trigger_signature_matches_published_v4() {
         let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
-        assert_eq!(
-            body_md5(body.as_bytes()),
-            "ec365a775a4cd0599faeb73354201b6f"
-        );
+        assert_eq!(body_md5(body.as_bytes()), "ec365a775a4cd0599faeb73354201b6f");
         let params = vec![
             ("auth_signature".to_owned(), "ignored".to_owned()),
             ("body_md5".to_owned(), body_md5(body.as_bytes())),
@@ -203,7 +186,8 @@ mod tests {
             sign(SECRET, d3.as_bytes()),
             "01fa634edeb0cae84115307cad5c23f65a46cd286461b1c89637a3b5871a8f0e"
         );
-        let d4 = r#"{"time_ms":1327078148132,"events":[{"name":"channel_occupied","channel":"test_channel"}]}"#;
+        let d4 =
+            r#"{"time_ms":1327078148132,"events":[{"name":"channel_occupied","channel":"test_channel"}]}"#;
         assert_eq!(
             sign(SECRET, d4.as_bytes()),
             "709fdb84c03664445f7698120b0edf0acc1ab1c8c6e93a0368c61841d6b998aa"
@@ -217,23 +201,11 @@ mod tests {
         let msg = channel_string("1234.1234", "private-foobar", None);
         let good = token(KEY, SECRET, &msg);
         assert_eq!(verify_token(KEY, SECRET, &msg, &good), Ok(()));
-        assert_eq!(
-            verify_token("other", SECRET, &msg, &good),
-            Err(SignatureError::WrongKey)
-        );
-        assert_eq!(
-            verify_token(KEY, SECRET, &msg, "no-colon"),
-            Err(SignatureError::MalformedToken)
-        );
-        assert_eq!(
-            verify_token(KEY, SECRET, &msg, &format!("{KEY}:zz")),
-            Err(SignatureError::NotHex)
-        );
+        assert_eq!(verify_token("other", SECRET, &msg, &good), Err(SignatureError::WrongKey));
+        assert_eq!(verify_token(KEY, SECRET, &msg, "no-colon"), Err(SignatureError::MalformedToken));
+        assert_eq!(verify_token(KEY, SECRET, &msg, &format!("{KEY}:zz")), Err(SignatureError::NotHex));
         let tampered = good.replace(":5", ":6");
-        assert!(matches!(
-            verify_token(KEY, SECRET, &msg, &tampered),
-            Err(SignatureError::Mismatch { .. })
-        ));
+        assert!(matches!(verify_token(KEY, SECRET, &msg, &tampered), Err(SignatureError::Mismatch { .. })));
         let other_channel = channel_string("1234.1234", "private-other", None);
         assert!(verify_token(KEY, SECRET, &other_channel, &good).is_err());
     }

@@ -22,11 +22,7 @@ impl Bystander {
     async fn new(s: &TestServer) -> Self {
         let mut client = connect(s.addr).await;
         client.subscribe("bystander").await;
-        Bystander {
-            client,
-            api: Api::new(s.addr),
-            n: 0,
-        }
+        Bystander { client, api: Api::new(s.addr), n: 0 }
     }
 
     async fn still_served(&mut self) {
@@ -34,10 +30,7 @@ impl Bystander {
         let data = self.n.to_string();
         assert_eq!(self.api.trigger(&["bystander"], "tick", &data).await.0, 200);
         let ev = self.client.next().await;
-        assert_eq!(
-            (ev["event"].as_str(), ev["data"].as_str()),
-            (Some("tick"), Some(data.as_str()))
-        );
+        assert_eq!((ev["event"].as_str(), ev["data"].as_str()), (Some("tick"), Some(data.as_str())));
     }
 }
 
@@ -62,12 +55,7 @@ async fn malformed_frames_get_pusher_error_and_the_socket_stays_open() {
         c.send_text(frame).await;
         let err = c.next().await;
         assert_eq!(err["event"], "pusher:error", "{frame:?} -> {err}");
-        assert!(
-            err["data"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{frame:?}"
-        );
+        assert!(err["data"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{frame:?}");
         by.still_served().await;
     }
     c.send(json!({"event":"pusher:ping"})).await;
@@ -94,9 +82,7 @@ async fn binary_frames_are_refused_with_a_pusher_error() {
     let s = start_default().await;
     let mut by = Bystander::new(&s).await;
     let mut c = connect(s.addr).await;
-    c.ws.send(Message::Binary(vec![0, 159, 146, 150].into()))
-        .await
-        .unwrap();
+    c.ws.send(Message::Binary(vec![0, 159, 146, 150].into())).await.unwrap();
     let err = c.next().await;
     assert!(err["data"]["message"].as_str().unwrap().contains("Binary"));
     by.still_served().await;
@@ -125,13 +111,9 @@ async fn oversized_client_event_data_is_refused() {
     let mut b = connect(s.addr).await;
     a.subscribe("private-big").await;
     b.subscribe("private-big").await;
-    a.send(json!({"event":"client-big","channel":"private-big","data":"x".repeat(11 * 1024)}))
-        .await;
+    a.send(json!({"event":"client-big","channel":"private-big","data":"x".repeat(11 * 1024)})).await;
     let err = a.next().await;
-    assert!(err["data"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("larger than"));
+    assert!(err["data"]["message"].as_str().unwrap().contains("larger than"));
     b.assert_silent(Duration::from_millis(200)).await;
 }
 
@@ -147,8 +129,7 @@ async fn presence_channel_data_that_is_missing_or_malformed_is_refused() {
         Some(r#"{"user_id":{"a":1}}"#),
     ] {
         let auth = channel_auth(&c.socket_id, "presence-z", data);
-        let mut sub =
-            json!({"event":"pusher:subscribe","data":{"channel":"presence-z","auth":auth}});
+        let mut sub = json!({"event":"pusher:subscribe","data":{"channel":"presence-z","auth":auth}});
         if let Some(d) = data {
             sub["data"]["channel_data"] = json!(d);
         }
@@ -171,18 +152,12 @@ async fn a_socket_may_not_grow_past_its_subscription_limit() {
     let s = start_server(config).await;
     let mut c = connect(s.addr).await;
     for i in 0..50 {
-        assert_eq!(
-            c.subscribe(&format!("ch-{i}")).await["event"],
-            "pusher_internal:subscription_succeeded"
-        );
+        assert_eq!(c.subscribe(&format!("ch-{i}")).await["event"], "pusher_internal:subscription_succeeded");
     }
     let r = c.subscribe("one-too-many").await;
     assert_eq!(r["data"]["type"], "LimitReached");
     // Re-subscribing to a channel it already has is fine.
-    assert_eq!(
-        c.subscribe("ch-0").await["event"],
-        "pusher_internal:subscription_succeeded"
-    );
+    assert_eq!(c.subscribe("ch-0").await["event"], "pusher_internal:subscription_succeeded");
 }
 
 #[tokio::test]
@@ -202,28 +177,13 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
     // The stalled client never reads: once the kernel buffers and its queue of 32 are full,
     // the server must drop it. Bounded: at most 400 batches of 10 events (about 40 MB).
     for round in 0..400 {
-        let batch: Vec<_> = (0..10)
-            .map(|_| json!({"channel":"busy","name":"load","data":payload}))
-            .collect();
-        assert_eq!(
-            api.post(
-                &format!("/apps/{APP_ID}/batch_events"),
-                json!({ "batch": batch })
-            )
-            .await
-            .0,
-            200
-        );
+        let batch: Vec<_> = (0..10).map(|_| json!({"channel":"busy","name":"load","data":payload})).collect();
+        assert_eq!(api.post(&format!("/apps/{APP_ID}/batch_events"), json!({ "batch": batch })).await.0, 200);
         for _ in 0..10 {
             assert_eq!(reader.next().await["event"], "load");
         }
         if round % 10 == 9 {
-            let text = reqwest::get(&metrics_url)
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
             if text.contains("reason=\"over_capacity\"") {
                 kicked = true;
                 break;

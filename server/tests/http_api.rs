@@ -47,9 +47,7 @@ async fn batch_events_deliver_each_event_and_refuse_more_than_ten() {
     assert_eq!(body, json!({"batch":[{},{"subscription_count":1}]}));
     assert_eq!(c.next().await["event"], "one");
     assert_eq!(c.next().await["event"], "two");
-    let eleven: Vec<_> = (0..11)
-        .map(|i| json!({"channel":"a","name":"n","data":i.to_string()}))
-        .collect();
+    let eleven: Vec<_> = (0..11).map(|i| json!({"channel":"a","name":"n","data":i.to_string()})).collect();
     let (status, body) = api.post(&path, json!({ "batch": eleven })).await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("1 to 10 events"));
@@ -72,38 +70,17 @@ async fn channel_queries_answer_occupancy_counts_and_prefix_filters() {
             &[("filter_by_prefix", "presence-"), ("info", "user_count")],
         )
         .await;
-    assert_eq!(
-        presence,
-        json!({"channels":{"presence-q":{"user_count":1}}})
-    );
-    let (status, _) = api
-        .get(
-            &format!("/apps/{APP_ID}/channels"),
-            &[("info", "user_count")],
-        )
-        .await;
+    assert_eq!(presence, json!({"channels":{"presence-q":{"user_count":1}}}));
+    let (status, _) = api.get(&format!("/apps/{APP_ID}/channels"), &[("info", "user_count")]).await;
     assert_eq!(status, 400, "user_count needs a presence prefix");
-    let (_, one) = api
-        .get(
-            &format!("/apps/{APP_ID}/channels/public-1"),
-            &[("info", "subscription_count")],
-        )
-        .await;
+    let (_, one) =
+        api.get(&format!("/apps/{APP_ID}/channels/public-1"), &[("info", "subscription_count")]).await;
     assert_eq!(one, json!({"occupied":true,"subscription_count":1}));
-    let (_, empty) = api
-        .get(&format!("/apps/{APP_ID}/channels/nobody-here"), &[])
-        .await;
+    let (_, empty) = api.get(&format!("/apps/{APP_ID}/channels/nobody-here"), &[]).await;
     assert_eq!(empty, json!({"occupied":false}));
-    let (status, _) = api
-        .get(
-            &format!("/apps/{APP_ID}/channels/public-1"),
-            &[("info", "user_count")],
-        )
-        .await;
+    let (status, _) = api.get(&format!("/apps/{APP_ID}/channels/public-1"), &[("info", "user_count")]).await;
     assert_eq!(status, 400);
-    let (status, _) = api
-        .get(&format!("/apps/{APP_ID}/channels/public-1/users"), &[])
-        .await;
+    let (status, _) = api.get(&format!("/apps/{APP_ID}/channels/public-1/users"), &[]).await;
     assert_eq!(status, 400);
 }
 
@@ -124,26 +101,14 @@ async fn pusher_limits_are_enforced_with_the_documented_statuses() {
     assert_eq!(api.trigger(&["a"], &"n".repeat(201), "d").await.0, 400);
     assert_eq!(api.trigger(&["bad channel"], "e", "d").await.0, 400);
     assert_eq!(api.trigger(&[], "e", "d").await.0, 400);
-    let (status, body) = api
-        .post(
-            &path,
-            json!({"name":"e","data":"d","channel":"a","socket_id":"abc"}),
-        )
-        .await;
+    let (status, body) =
+        api.post(&path, json!({"name":"e","data":"d","channel":"a","socket_id":"abc"})).await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("socket_id"));
     let (status, body) = api.post(&path, json!({"data":"d","channel":"a"})).await;
-    assert_eq!(
-        (status, body["error"].as_str().unwrap()),
-        (400, "Missing name in the request body")
-    );
-    let (status, _) = api
-        .send_post(
-            &path,
-            &signed_query("POST", &path, &[], "{nope", now(), SECRET),
-            "{nope".into(),
-        )
-        .await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (400, "Missing name in the request body"));
+    let (status, _) =
+        api.send_post(&path, &signed_query("POST", &path, &[], "{nope", now(), SECRET), "{nope".into()).await;
     assert_eq!(status, 400);
 }
 
@@ -165,18 +130,10 @@ async fn bad_signatures_old_timestamps_and_tampered_bodies_are_refused_and_deliv
     let (status, _) = api.post_raw(&path, &body, now() + 601, SECRET).await;
     assert_eq!(status, 401);
     let q = signed_query("POST", &path, &[], &body, now(), SECRET);
-    let (status, err) = api
-        .send_post(&path, &q, body.replace("\"d\"", "\"D\""))
-        .await;
+    let (status, err) = api.send_post(&path, &q, body.replace("\"d\"", "\"D\"")).await;
     assert_eq!(status, 401);
     assert!(err["error"].as_str().unwrap().contains("body_md5"));
-    let unsigned = api
-        .http
-        .post(format!("http://{}{path}", s.addr))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let unsigned = api.http.post(format!("http://{}{path}", s.addr)).body(body.clone()).send().await.unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
     let wrong_key = q.replace(&format!("auth_key={KEY}"), "auth_key=other");
     assert_eq!(api.send_post(&path, &wrong_key, body.clone()).await.0, 401);
@@ -194,9 +151,8 @@ async fn bodies_over_the_request_limit_get_413() {
     config.settings.max_request_size = 1024;
     let s = start_server(config).await;
     let body = json!({"name":"e","data":"x".repeat(2000),"channel":"a"}).to_string();
-    let (status, err) = Api::new(s.addr)
-        .post_raw(&format!("/apps/{APP_ID}/events"), &body, now(), SECRET)
-        .await;
+    let (status, err) =
+        Api::new(s.addr).post_raw(&format!("/apps/{APP_ID}/events"), &body, now(), SECRET).await;
     assert_eq!(status, 413);
     assert!(err["error"].as_str().unwrap().contains("1024"));
 }
@@ -204,9 +160,7 @@ async fn bodies_over_the_request_limit_get_413() {
 #[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let s = start_default().await;
-    let r = reqwest::get(format!("http://{}/nothing/here", s.addr))
-        .await
-        .unwrap();
+    let r = reqwest::get(format!("http://{}/nothing/here", s.addr)).await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.text().await.unwrap(), r#"{"error":"Not found"}"#);
 }
@@ -218,20 +172,11 @@ async fn health_readiness_and_metrics_are_on_the_operations_port() {
     c.subscribe("m").await;
     Api::new(s.addr).trigger(&["m"], "e", "d").await;
     c.next().await;
-    let ok = reqwest::get(format!("http://{}/healthz", s.ops))
-        .await
-        .unwrap();
+    let ok = reqwest::get(format!("http://{}/healthz", s.ops)).await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
-    let ready = reqwest::get(format!("http://{}/readyz", s.ops))
-        .await
-        .unwrap();
+    let ready = reqwest::get(format!("http://{}/readyz", s.ops)).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let text = reqwest::get(format!("http://{}/metrics", s.ops))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", s.ops)).await.unwrap().text().await.unwrap();
     for needle in [
         "herald_connected{app_id=\"1\"} 1",
         "herald_channels{app_id=\"1\"} 1",
@@ -244,8 +189,6 @@ async fn health_readiness_and_metrics_are_on_the_operations_port() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     // The public port does not serve metrics.
-    let public = reqwest::get(format!("http://{}/metrics", s.addr))
-        .await
-        .unwrap();
+    let public = reqwest::get(format!("http://{}/metrics", s.addr)).await.unwrap();
     assert_eq!(public.status().as_u16(), 404);
 }

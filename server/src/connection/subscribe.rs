@@ -9,10 +9,11 @@ use serde_json::value::RawValue;
 
 use super::{Connection, Gone};
 use crate::channels::{AddError, Member};
-use crate::cluster::JoinError;
+use crate::cluster::{JoinError, Joined};
 use crate::protocol::frames;
-use crate::protocol::{parse_channel, ChannelKind, Subscribe};
-use crate::signing;
+use crate::protocol::{parse_channel, server_to_user_id, ChannelKind, ChannelName, Subscribe};
+use crate::webhooks::WebhookEvent;
+use crate::{signing, subscription_count};
 
 /// A refused subscription: the error `type` and `status` of the soketi dialect, and a message.
 struct Refusal {
@@ -23,11 +24,7 @@ struct Refusal {
 
 impl Refusal {
     fn new(kind: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Refusal {
-            kind,
-            status,
-            message: message.into(),
-        }
+        Refusal { kind, status, message: message.into() }
     }
 }
 
@@ -38,33 +35,86 @@ struct ChannelData<'a> {
     user_info: Option<&'a RawValue>,
 }
 
+/// A successful subscription: the answer to send, and what the join changed.
+struct Subscribed {
+    frame: String,
+    name: ChannelName,
+    /// `None` when the socket was already subscribed.
+    joined: Option<(Joined, Option<Member>)>,
+}
+
 impl Connection {
-    pub(super) async fn subscribe(
-        &mut self,
-        socket: &mut WebSocket,
-        sub: Subscribe,
-    ) -> Result<(), Gone> {
-        match self.try_subscribe(&sub).await {
-            Ok(frame) => self.send(socket, frame).await,
+    pub(super) async fn subscribe(&mut self, socket: &mut WebSocket, sub: Subscribe) -> Result<(), Gone> {
+        let subscribed = match self.try_subscribe(&sub).await {
+            Ok(s) => s,
             Err(r) => {
                 let dialect = self.state.settings.error_dialect;
-                let frame =
-                    frames::subscription_error(dialect, &sub.channel, r.kind, &r.message, r.status);
-                self.send(socket, frame).await
+                let frame = frames::subscription_error(dialect, &sub.channel, r.kind, &r.message, r.status);
+                return self.send(socket, frame).await;
+            }
+        };
+        self.send(socket, subscribed.frame).await?;
+        let channel = sub.channel.as_str();
+        if subscribed.name.needs_auth() {
+            self.auth_deadline = None;
+        }
+        if let Some((joined, member)) = subscribed.joined {
+            self.after_join(channel, subscribed.name, &joined, member.as_ref()).await;
+        }
+        if subscribed.name.cache {
+            self.replay_cache(socket, channel).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the others: member_added, webhooks, subscription count.
+    async fn after_join(&self, channel: &str, name: ChannelName, joined: &Joined, member: Option<&Member>) {
+        let hooks = &self.state.webhooks;
+        if joined.occupied {
+            hooks.emit(&self.app, WebhookEvent::ChannelOccupied { channel: channel.to_owned() });
+        }
+        if let (true, Some(member)) = (joined.member_added, member) {
+            let event = WebhookEvent::MemberAdded {
+                channel: channel.to_owned(),
+                user_id: member.user_id.to_string(),
+            };
+            hooks.emit(&self.app, event);
+            let added = frames::member_added(channel, member.as_ref());
+            if let Err(e) =
+                self.state.cluster.publish(&self.app.id, channel, added.into(), Some(&self.socket_id)).await
+            {
+                match e {}
+            }
+        }
+        if self.app.subscription_count && name.kind != ChannelKind::Presence {
+            subscription_count::report(&self.state, &self.app, channel, joined.subscription_count).await;
+        }
+    }
+
+    /// Cache channels: the last event right after the success, or `pusher:cache_miss`.
+    async fn replay_cache(&self, socket: &mut WebSocket, channel: &str) -> Result<(), Gone> {
+        let cached = match self.state.cluster.cache_get(&self.app.id, channel).await {
+            Ok(c) => c,
+            Err(e) => match e {},
+        };
+        match cached {
+            Some(frame) => {
+                self.counters.messages_sent.inc();
+                socket.send(axum::extract::ws::Message::Text(frame)).await.map_err(|_| Gone)
+            }
+            None => {
+                self.state.webhooks.emit(&self.app, WebhookEvent::CacheMiss { channel: channel.to_owned() });
+                self.send(socket, frames::cache_miss(channel)).await
             }
         }
     }
 
-    /// Joins the channel and returns the `subscription_succeeded` frame to send.
-    async fn try_subscribe(&mut self, sub: &Subscribe) -> Result<String, Refusal> {
+    /// Checks and joins the channel.
+    async fn try_subscribe(&mut self, sub: &Subscribe) -> Result<Subscribed, Refusal> {
         let limits = &self.app.limits;
         let channel = sub.channel.as_str();
         let name = parse_channel(channel, limits.max_channel_name_length).map_err(|e| {
-            Refusal::new(
-                "InvalidChannel",
-                400,
-                format!("Invalid channel name {channel:?}: {e}"),
-            )
+            Refusal::new("InvalidChannel", 400, format!("Invalid channel name {channel:?}: {e}"))
         })?;
         let already = self.subscriptions.contains_key(channel);
         if !already && self.subscriptions.len() >= limits.max_subscriptions_per_connection {
@@ -75,16 +125,17 @@ impl Connection {
             return Err(Refusal::new("LimitReached", 429, msg));
         }
         if name.kind == ChannelKind::ServerToUser {
-            return Err(Refusal::new(
-                "AuthError",
-                403,
-                "Only a connection signed in as this user may subscribe",
-            ));
+            let signed_in_as = self.user.as_ref().map(|u| &*u.id);
+            if signed_in_as.is_none() || signed_in_as != server_to_user_id(channel) {
+                let msg =
+                    "Only a connection signed in as this user may subscribe to its #server-to-user channel";
+                return Err(Refusal::new("AuthError", 403, msg));
+            }
         }
         if name.needs_auth() {
             let auth = sub.auth.as_deref().unwrap_or_default();
-            let data = (name.kind == ChannelKind::Presence)
-                .then(|| sub.channel_data.as_deref().unwrap_or_default());
+            let data =
+                (name.kind == ChannelKind::Presence).then(|| sub.channel_data.as_deref().unwrap_or_default());
             let signed = signing::channel_string(&self.socket_id, channel, data);
             signing::verify_token(&self.app.key, &self.app.secret, &signed, auth)
                 .map_err(|e| Refusal::new("AuthError", 401, e.to_string()))?;
@@ -95,19 +146,14 @@ impl Connection {
         };
         if already {
             // Subscribing twice changes nothing; the client gets the current state again.
-            return self.succeeded(channel, member.is_some()).await;
+            let frame = self.succeeded(channel, member.is_some()).await?;
+            return Ok(Subscribed { frame, name, joined: None });
         }
         let user_id = member.as_ref().map(|m| m.user_id.clone());
         let joined = self
             .state
             .cluster
-            .join(
-                &self.app.id,
-                channel,
-                self.outbox.clone(),
-                member.clone(),
-                limits.max_presence_members,
-            )
+            .join(&self.app.id, channel, self.outbox.clone(), member.clone(), limits.max_presence_members)
             .await
             .map_err(|e| match e {
                 JoinError::Refused(AddError::PresenceFull { max }) => Refusal::new(
@@ -119,18 +165,7 @@ impl Connection {
             })?;
         self.subscriptions.insert(channel.to_owned(), user_id);
         let frame = self.succeeded(channel, member.is_some()).await?;
-        if let (true, Some(member)) = (joined.member_added, &member) {
-            let added = frames::member_added(channel, member.as_ref());
-            if let Err(e) = self
-                .state
-                .cluster
-                .publish(&self.app.id, channel, added.into(), Some(&self.socket_id))
-                .await
-            {
-                match e {}
-            }
-        }
-        Ok(frame)
+        Ok(Subscribed { frame, name, joined: Some((joined, member)) })
     }
 
     async fn succeeded(&self, channel: &str, presence: bool) -> Result<String, Refusal> {
@@ -141,22 +176,14 @@ impl Connection {
             Ok(m) => m,
             Err(e) => match e {},
         };
-        Ok(frames::presence_subscription_succeeded(
-            channel,
-            members.iter().map(Member::as_ref),
-        ))
+        Ok(frames::presence_subscription_succeeded(channel, members.iter().map(Member::as_ref)))
     }
 
     /// Reads the presence member from `channel_data`, within the app's limits.
     fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, Refusal> {
         let limits = &self.app.limits;
-        let raw = channel_data.ok_or_else(|| {
-            Refusal::new(
-                "InvalidChannelData",
-                400,
-                "Presence channels need channel_data",
-            )
-        })?;
+        let raw = channel_data
+            .ok_or_else(|| Refusal::new("InvalidChannelData", 400, "Presence channels need channel_data"))?;
         let data: ChannelData = serde_json::from_str(raw).map_err(|e| {
             Refusal::new(
                 "InvalidChannelData",
@@ -176,18 +203,13 @@ impl Connection {
             }
         };
         if user_id.len() > limits.max_user_id_length {
-            let msg = format!(
-                "user_id is longer than {} characters",
-                limits.max_user_id_length
-            );
+            let msg = format!("user_id is longer than {} characters", limits.max_user_id_length);
             return Err(Refusal::new("LimitReached", 413, msg));
         }
         let size = data.user_info.map_or(0, |i| i.get().len());
         if size > limits.max_presence_member_size {
-            let msg = format!(
-                "user_info is {size} bytes; the limit is {} bytes",
-                limits.max_presence_member_size
-            );
+            let msg =
+                format!("user_info is {size} bytes; the limit is {} bytes", limits.max_presence_member_size);
             return Err(Refusal::new("LimitReached", 413, msg));
         }
         let user_info = data.user_info.map(|i| Arc::<RawValue>::from(i.to_owned()));

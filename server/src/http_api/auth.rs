@@ -13,6 +13,7 @@ use axum::response::Response;
 
 use super::ApiError;
 use crate::apps::App;
+use crate::ratelimit::AppLimit;
 use crate::server::ServerState;
 use crate::signing;
 
@@ -23,11 +24,7 @@ pub const TIMESTAMP_WINDOW: u64 = 600;
 type Params = Vec<(String, String)>;
 
 fn param<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .ok_or(ApiError::MissingParameter(name))
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or(ApiError::MissingParameter(name))
 }
 
 /// Checks the signing parameters of a request for `app` with body `body`.
@@ -43,25 +40,16 @@ pub fn check(
         return Err(ApiError::WrongKey);
     }
     let given = param(params, "auth_timestamp")?;
-    let in_window = given
-        .parse::<u64>()
-        .is_ok_and(|ts| ts.abs_diff(now) <= TIMESTAMP_WINDOW);
+    let in_window = given.parse::<u64>().is_ok_and(|ts| ts.abs_diff(now) <= TIMESTAMP_WINDOW);
     if !in_window {
-        return Err(ApiError::TimestampExpired {
-            given: given.to_owned(),
-            now,
-            window: TIMESTAMP_WINDOW,
-        });
+        return Err(ApiError::TimestampExpired { given: given.to_owned(), now, window: TIMESTAMP_WINDOW });
     }
     let version = param(params, "auth_version")?;
     if version != "1.0" {
         return Err(ApiError::AuthVersion(version.to_owned()));
     }
     let signature = param(params, "auth_signature")?;
-    let md5 = params
-        .iter()
-        .find(|(k, _)| k == "body_md5")
-        .map(|(_, v)| v.as_str());
+    let md5 = params.iter().find(|(k, _)| k == "body_md5").map(|(_, v)| v.as_str());
     if !body.is_empty() || md5.is_some() {
         let expected = signing::body_md5(body);
         if md5 != Some(expected.as_str()) {
@@ -69,8 +57,7 @@ pub fn check(
         }
     }
     let signed = signing::api_string(method, path, params);
-    signing::verify(&app.secret, signed.as_bytes(), signature)
-        .map_err(|_| ApiError::BadSignature { signed })
+    signing::verify(&app.secret, signed.as_bytes(), signature).map_err(|_| ApiError::BadSignature { signed })
 }
 
 /// Middleware: verifies the request and hands the app to the handler.
@@ -81,35 +68,25 @@ pub async fn verify(
     next: Next,
 ) -> Result<Response, ApiError> {
     let app_id = path.get("app_id").map(String::as_str).unwrap_or_default();
-    let app: Arc<App> = state
-        .apps
-        .by_id(app_id)
-        .ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?;
+    let app: Arc<App> = state.apps.by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?;
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
     let (mut parts, body) = req.into_parts();
     let limit = state.settings.max_request_size;
-    let body = to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge(limit))?;
+    let body = to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge(limit))?;
     let params: Params = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
         .map_err(|_| ApiError::MissingParameter("auth_signature"))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    check(
-        &app,
-        parts.method.as_str(),
-        parts.uri.path(),
-        &params,
-        &body,
-        now,
-    )
-    .map_err(|e| {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    check(&app, parts.method.as_str(), parts.uri.path(), &params, &body, now).map_err(|e| {
         tracing::debug!(app_id = %app.id, error = %e, "API request refused");
         e
     })?;
+    if parts.method == axum::http::Method::GET {
+        if let Some(per_second) = app.limits.max_read_requests_per_second {
+            super::check_rate(&state, &app, AppLimit::ReadRequests, per_second, 1)?;
+        }
+    }
     parts.extensions.insert(app);
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
@@ -142,68 +119,25 @@ mod tests {
     #[test]
     fn the_published_trigger_request_is_accepted_within_the_window() {
         let p = params("1353088179", Some(MD5), SIG);
-        assert!(check(
-            &app(),
-            "POST",
-            "/apps/3/events",
-            &p,
-            BODY.as_bytes(),
-            1353088179 + 599
-        )
-        .is_ok());
+        assert!(check(&app(), "POST", "/apps/3/events", &p, BODY.as_bytes(), 1353088179 + 599).is_ok());
     }
 
     #[test]
     fn replayed_timestamps_tampered_bodies_and_wrong_signatures_are_refused() {
         let p = params("1353088179", Some(MD5), SIG);
-        let late = check(
-            &app(),
-            "POST",
-            "/apps/3/events",
-            &p,
-            BODY.as_bytes(),
-            1353088179 + 601,
-        );
+        let late = check(&app(), "POST", "/apps/3/events", &p, BODY.as_bytes(), 1353088179 + 601);
         assert!(matches!(late, Err(ApiError::TimestampExpired { .. })));
         let tampered = BODY.replace("data", "date");
-        let r = check(
-            &app(),
-            "POST",
-            "/apps/3/events",
-            &p,
-            tampered.as_bytes(),
-            1353088179,
-        );
+        let r = check(&app(), "POST", "/apps/3/events", &p, tampered.as_bytes(), 1353088179);
         assert!(matches!(r, Err(ApiError::BodyMd5Mismatch { .. })));
-        let other_path = check(
-            &app(),
-            "POST",
-            "/apps/4/events",
-            &p,
-            BODY.as_bytes(),
-            1353088179,
-        );
+        let other_path = check(&app(), "POST", "/apps/4/events", &p, BODY.as_bytes(), 1353088179);
         assert!(matches!(other_path, Err(ApiError::BadSignature { .. })));
         let no_md5 = params("1353088179", None, SIG);
-        let r = check(
-            &app(),
-            "POST",
-            "/apps/3/events",
-            &no_md5,
-            BODY.as_bytes(),
-            1353088179,
-        );
+        let r = check(&app(), "POST", "/apps/3/events", &no_md5, BODY.as_bytes(), 1353088179);
         assert!(matches!(r, Err(ApiError::BodyMd5Mismatch { .. })));
         let mut wrong_key = app();
         wrong_key.key = "other".into();
-        let r = check(
-            &wrong_key,
-            "POST",
-            "/apps/3/events",
-            &p,
-            BODY.as_bytes(),
-            1353088179,
-        );
+        let r = check(&wrong_key, "POST", "/apps/3/events", &p, BODY.as_bytes(), 1353088179);
         assert!(matches!(r, Err(ApiError::WrongKey)));
     }
 }

@@ -108,6 +108,17 @@ pub enum ApiError {
     /// Unknown `info` attribute.
     #[error("Unknown info attribute {0:?}; expected user_count or subscription_count")]
     UnknownInfo(String),
+    /// A per-app rate limit refused the request.
+    #[error("Rate limit exceeded: {limit} is {per_second}")]
+    RateLimited {
+        /// Which limit.
+        limit: &'static str,
+        /// Its value.
+        per_second: u32,
+    },
+    /// A user id outside the allowed characters.
+    #[error("Invalid user id {0:?}")]
+    InvalidUserId(String),
     /// The cluster backend failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -128,9 +139,7 @@ impl ApiError {
             | ApiError::TimestampExpired { .. }
             | ApiError::BodyMd5Mismatch { .. }
             | ApiError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_)
             | ApiError::Missing(_)
             | ApiError::ChannelCount { .. }
@@ -140,7 +149,9 @@ impl ApiError {
             | ApiError::BatchSize { .. }
             | ApiError::UserCountNeedsPresence
             | ApiError::NotPresence(_)
-            | ApiError::UnknownInfo(_) => StatusCode::BAD_REQUEST,
+            | ApiError::UnknownInfo(_)
+            | ApiError::InvalidUserId(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

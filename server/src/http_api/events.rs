@@ -10,11 +10,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::ApiError;
+use super::{check_rate, ApiError};
 use crate::apps::App;
 use crate::metrics::AppLabel;
-use crate::protocol::{frames, is_socket_id, parse_channel, ChannelKind};
+use crate::protocol::{frames, is_socket_id, parse_channel, ChannelKind, ChannelName};
+use crate::ratelimit::AppLimit;
 use crate::server::ServerState;
+use axum::extract::ws::Utf8Bytes;
 
 #[derive(Deserialize)]
 struct EventBody {
@@ -45,12 +47,7 @@ pub(super) struct Info {
 impl Info {
     pub(super) fn parse(info: Option<&str>) -> Result<Info, ApiError> {
         let mut parsed = Info::default();
-        for attr in info
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
+        for attr in info.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
             match attr {
                 "user_count" => parsed.user_count = true,
                 "subscription_count" => parsed.subscription_count = true,
@@ -69,7 +66,7 @@ impl Info {
 struct Event {
     name: String,
     data: String,
-    channels: Vec<(String, ChannelKind)>,
+    channels: Vec<(String, ChannelName)>,
     socket_id: Option<String>,
     info: Info,
 }
@@ -78,10 +75,7 @@ fn validate(app: &App, body: EventBody, channels: Vec<String>) -> Result<Event, 
     let limits = &app.limits;
     let name = body.name.ok_or(ApiError::Missing("name"))?;
     if name.is_empty() || name.len() > limits.max_event_name_length {
-        return Err(ApiError::EventName {
-            len: name.len(),
-            max: limits.max_event_name_length,
-        });
+        return Err(ApiError::EventName { len: name.len(), max: limits.max_event_name_length });
     }
     let raw = body.data.ok_or(ApiError::Missing("data"))?;
     // Pusher's API takes `data` as a string; a JSON value other than a string is accepted and
@@ -91,25 +85,17 @@ fn validate(app: &App, body: EventBody, channels: Vec<String>) -> Result<Event, 
         Err(_) => raw.get().to_owned(),
     };
     if data.len() > limits.max_event_data_size {
-        return Err(ApiError::PayloadTooLarge {
-            size: data.len(),
-            max: limits.max_event_data_size,
-        });
+        return Err(ApiError::PayloadTooLarge { size: data.len(), max: limits.max_event_data_size });
     }
     if channels.is_empty() || channels.len() > limits.max_channels_per_event {
-        return Err(ApiError::ChannelCount {
-            given: channels.len(),
-            max: limits.max_channels_per_event,
-        });
+        return Err(ApiError::ChannelCount { given: channels.len(), max: limits.max_channels_per_event });
     }
     let channels = channels
         .into_iter()
-        .map(
-            |c| match parse_channel(&c, limits.max_channel_name_length) {
-                Ok(name) => Ok((c, name.kind)),
-                Err(source) => Err(ApiError::InvalidChannel { channel: c, source }),
-            },
-        )
+        .map(|c| match parse_channel(&c, limits.max_channel_name_length) {
+            Ok(name) => Ok((c, name)),
+            Err(source) => Err(ApiError::InvalidChannel { channel: c, source }),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(id) = &body.socket_id {
         if !is_socket_id(id) {
@@ -117,38 +103,24 @@ fn validate(app: &App, body: EventBody, channels: Vec<String>) -> Result<Event, 
         }
     }
     let info = Info::parse(body.info.as_deref())?;
-    Ok(Event {
-        name,
-        data,
-        channels,
-        socket_id: body.socket_id,
-        info,
-    })
+    Ok(Event { name, data, channels, socket_id: body.socket_id, info })
 }
 
 /// Publishes an event; returns the `info` attributes of each channel when asked.
-async fn publish(
-    state: &ServerState,
-    app: &App,
-    event: &Event,
-) -> Result<Map<String, Value>, ApiError> {
-    let counter = state
-        .metrics
-        .api_events
-        .get_or_create(&AppLabel::new(&app.id))
-        .clone();
+async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<Map<String, Value>, ApiError> {
+    let counter = state.metrics.api_events.get_or_create(&AppLabel::new(&app.id)).clone();
     let mut info = Map::new();
-    for (channel, kind) in &event.channels {
-        let frame = frames::channel_event(&event.name, channel, &event.data);
-        state
-            .cluster
-            .publish(&app.id, channel, frame.into(), event.socket_id.as_deref())
-            .await?;
+    for (channel, name) in &event.channels {
+        let frame: Utf8Bytes = frames::channel_event(&event.name, channel, &event.data).into();
+        if name.cache {
+            state.cluster.cache_set(&app.id, channel, frame.clone(), app.cache_ttl).await?;
+        }
+        state.cluster.publish(&app.id, channel, frame, event.socket_id.as_deref()).await?;
         counter.inc();
         if event.info.any() {
             let stats = state.cluster.channel_stats(&app.id, channel).await?;
             let mut attrs = Map::new();
-            if event.info.user_count && *kind == ChannelKind::Presence {
+            if event.info.user_count && name.kind == ChannelKind::Presence {
                 attrs.insert("user_count".into(), stats.user_count.into());
             }
             if event.info.subscription_count {
@@ -173,12 +145,11 @@ pub async fn trigger(
         (None, None) => Vec::new(),
     };
     let event = validate(&app, body, channels)?;
+    if let Some(per_second) = app.limits.max_backend_events_per_second {
+        check_rate(&state, &app, AppLimit::BackendEvents, per_second, event.channels.len() as u64)?;
+    }
     let info = publish(&state, &app, &event).await?;
-    Ok(Json(if event.info.any() {
-        json!({ "channels": info })
-    } else {
-        json!({})
-    }))
+    Ok(Json(if event.info.any() { json!({ "channels": info }) } else { json!({}) }))
 }
 
 /// `POST /apps/{app_id}/batch_events`.
@@ -191,10 +162,7 @@ pub async fn batch(
     let batch = body.batch.ok_or(ApiError::Missing("batch"))?;
     let max = app.limits.max_batch_size;
     if batch.is_empty() || batch.len() > max {
-        return Err(ApiError::BatchSize {
-            given: batch.len(),
-            max,
-        });
+        return Err(ApiError::BatchSize { given: batch.len(), max });
     }
     let events = batch
         .into_iter()
@@ -203,20 +171,15 @@ pub async fn batch(
             validate(&app, e, vec![channel])
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(per_second) = app.limits.max_backend_events_per_second {
+        check_rate(&state, &app, AppLimit::BackendEvents, per_second, events.len() as u64)?;
+    }
     let mut results = Vec::with_capacity(events.len());
     for event in &events {
         let mut info = publish(&state, &app, event).await?;
-        let attrs = event
-            .channels
-            .first()
-            .and_then(|(c, _)| info.remove(c))
-            .unwrap_or(json!({}));
+        let attrs = event.channels.first().and_then(|(c, _)| info.remove(c)).unwrap_or(json!({}));
         results.push(attrs);
     }
     let any_info = events.iter().any(|e| e.info.any());
-    Ok(Json(if any_info {
-        json!({ "batch": results })
-    } else {
-        json!({})
-    }))
+    Ok(Json(if any_info { json!({ "batch": results }) } else { json!({}) }))
 }

@@ -20,10 +20,7 @@ pub async fn channels(
     Extension(app): Extension<Arc<App>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let prefix = query
-        .get("filter_by_prefix")
-        .map(String::as_str)
-        .filter(|p| !p.is_empty());
+    let prefix = query.get("filter_by_prefix").map(String::as_str).filter(|p| !p.is_empty());
     let info = Info::parse(query.get("info").map(String::as_str))?;
     if info.user_count && !prefix.is_some_and(|p| p.starts_with("presence-")) {
         return Err(ApiError::UserCountNeedsPresence);
@@ -45,10 +42,7 @@ pub async fn channels(
 fn kind_of(app: &App, channel: &str) -> Result<ChannelKind, ApiError> {
     parse_channel(channel, app.limits.max_channel_name_length)
         .map(|n| n.kind)
-        .map_err(|source| ApiError::InvalidChannel {
-            channel: channel.to_owned(),
-            source,
-        })
+        .map_err(|source| ApiError::InvalidChannel { channel: channel.to_owned(), source })
 }
 
 /// `GET /apps/{app_id}/channels/{channel}?info=user_count,subscription_count`.
@@ -85,9 +79,6 @@ pub async fn users(
         return Err(ApiError::NotPresence(channel));
     }
     let members = state.cluster.members(&app.id, &channel).await?;
-    let users: Vec<Value> = members
-        .iter()
-        .map(|m| json!({ "id": &*m.user_id }))
-        .collect();
+    let users: Vec<Value> = members.iter().map(|m| json!({ "id": &*m.user_id })).collect();
     Ok(Json(json!({ "users": users })))
 }

@@ -22,12 +22,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 fn frame<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> String {
-    to_json(&Frame {
-        event,
-        channel,
-        data,
-        user_id: None,
-    })
+    to_json(&Frame { event, channel, data, user_id: None })
 }
 
 /// `pusher:connection_established` with the socket id and activity timeout (seconds).
@@ -37,14 +32,7 @@ pub fn connection_established(socket_id: &str, activity_timeout: u64) -> String 
         socket_id: &'a str,
         activity_timeout: u64,
     }
-    frame(
-        "pusher:connection_established",
-        None,
-        to_json(&Data {
-            socket_id,
-            activity_timeout,
-        }),
-    )
+    frame("pusher:connection_established", None, to_json(&Data { socket_id, activity_timeout }))
 }
 
 /// `pusher:error`; `code` is `null` for errors that leave the connection open.
@@ -69,11 +57,7 @@ pub fn pong() -> String {
 
 /// `pusher_internal:subscription_succeeded` for a channel without presence.
 pub fn subscription_succeeded(channel: &str) -> String {
-    frame(
-        "pusher_internal:subscription_succeeded",
-        Some(channel),
-        "{}",
-    )
+    frame("pusher_internal:subscription_succeeded", Some(channel), "{}")
 }
 
 /// One presence member: the id and the `user_info` JSON exactly as the client signed it.
@@ -115,9 +99,7 @@ pub fn presence_subscription_succeeded<'a>(
     frame(
         "pusher_internal:subscription_succeeded",
         Some(channel),
-        to_json(&Data {
-            presence: Presence { ids, hash, count },
-        }),
+        to_json(&Data { presence: Presence { ids, hash, count } }),
     )
 }
 
@@ -129,10 +111,7 @@ pub fn member_added(channel: &str, member: MemberRef<'_>) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         user_info: Option<&'a RawValue>,
     }
-    let data = to_json(&Data {
-        user_id: member.user_id,
-        user_info: member.user_info,
-    });
+    let data = to_json(&Data { user_id: member.user_id, user_info: member.user_info });
     frame("pusher_internal:member_added", Some(channel), data)
 }
 
@@ -142,11 +121,7 @@ pub fn member_removed(channel: &str, user_id: &str) -> String {
     struct Data<'a> {
         user_id: &'a str,
     }
-    frame(
-        "pusher_internal:member_removed",
-        Some(channel),
-        to_json(&Data { user_id }),
-    )
+    frame("pusher_internal:member_removed", Some(channel), to_json(&Data { user_id }))
 }
 
 /// An event published through the HTTP API: `data` is the publisher's string, byte for byte.
@@ -156,12 +131,51 @@ pub fn channel_event(event: &str, channel: &str, data: &str) -> String {
 
 /// A relayed `client-` event: `data` as the sender wrote it, `user_id` on presence channels.
 pub fn client_event(event: &str, channel: &str, data: &RawValue, user_id: Option<&str>) -> String {
-    to_json(&Frame {
-        event,
-        channel: Some(channel),
-        data,
-        user_id,
-    })
+    to_json(&Frame { event, channel: Some(channel), data, user_id })
+}
+
+/// `pusher:signin_success`, echoing the signed `user_data` string.
+pub fn signin_success(user_data: &str) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        user_data: &'a str,
+    }
+    frame("pusher:signin_success", None, Data { user_data })
+}
+
+/// `pusher_internal:watchlist_events` with the users that came online and went offline.
+pub fn watchlist_events(online: &[&str], offline: &[&str]) -> String {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        name: &'static str,
+        user_ids: &'a [&'a str],
+    }
+    #[derive(Serialize)]
+    struct Data<'a> {
+        events: Vec<Entry<'a>>,
+    }
+    let mut events = Vec::new();
+    if !online.is_empty() {
+        events.push(Entry { name: "online", user_ids: online });
+    }
+    if !offline.is_empty() {
+        events.push(Entry { name: "offline", user_ids: offline });
+    }
+    frame("pusher_internal:watchlist_events", None, Data { events })
+}
+
+/// `pusher:cache_miss`: a cache channel had nothing to replay.
+pub fn cache_miss(channel: &str) -> String {
+    frame("pusher:cache_miss", Some(channel), "{}")
+}
+
+/// `pusher_internal:subscription_count`.
+pub fn subscription_count(channel: &str, count: u64) -> String {
+    #[derive(Serialize)]
+    struct Data {
+        subscription_count: u64,
+    }
+    frame("pusher_internal:subscription_count", Some(channel), to_json(&Data { subscription_count: count }))
 }
 
 /// Which way subscription failures are reported.
@@ -192,15 +206,7 @@ pub fn subscription_error(
                 error: &'a str,
                 status: u16,
             }
-            frame(
-                "pusher:subscription_error",
-                Some(channel),
-                Data {
-                    kind,
-                    error: message,
-                    status,
-                },
-            )
+            frame("pusher:subscription_error", Some(channel), Data { kind, error: message, status })
         }
         ErrorDialect::Pusher => error(message, None),
     }
@@ -222,16 +228,8 @@ mod tests {
     #[test]
     fn presence_success_lists_ids_hash_and_count() {
         let info = RawValue::from_string(r#"{"name":"A"}"#.to_owned()).unwrap();
-        let members = [
-            MemberRef {
-                user_id: "1",
-                user_info: Some(&info),
-            },
-            MemberRef {
-                user_id: "2",
-                user_info: None,
-            },
-        ];
+        let members =
+            [MemberRef { user_id: "1", user_info: Some(&info) }, MemberRef { user_id: "2", user_info: None }];
         let f = presence_subscription_succeeded("presence-x", members.iter().cloned());
         let v: serde_json::Value = serde_json::from_str(&f).unwrap();
         let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
@@ -249,10 +247,7 @@ mod tests {
             r#"{"event":"pusher:subscription_error","channel":"private-a","data":{"type":"AuthError","error":"bad","status":401}}"#
         );
         let hosted = subscription_error(ErrorDialect::Pusher, "private-a", "AuthError", "bad", 401);
-        assert_eq!(
-            hosted,
-            r#"{"event":"pusher:error","data":{"code":null,"message":"bad"}}"#
-        );
+        assert_eq!(hosted, r#"{"event":"pusher:error","data":{"code":null,"message":"bad"}}"#);
     }
 
     #[test]

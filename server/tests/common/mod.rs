@@ -37,12 +37,7 @@ pub async fn start_server(config: Config) -> TestServer {
     let ops = server.ops_addr().unwrap();
     let shutdown = server.shutdown_token();
     let task = tokio::spawn(server.run());
-    TestServer {
-        addr,
-        ops,
-        shutdown,
-        task,
-    }
+    TestServer { addr, ops, shutdown, task }
 }
 
 pub async fn start_default() -> TestServer {
@@ -56,9 +51,7 @@ pub struct Client {
 
 /// Opens a raw WebSocket to `path` (e.g. `/app/key?protocol=7`).
 pub async fn raw(addr: SocketAddr, path: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-    let (ws, _) = connect_async(format!("ws://{addr}{path}"))
-        .await
-        .expect("connect");
+    let (ws, _) = connect_async(format!("ws://{addr}{path}")).await.expect("connect");
     ws
 }
 
@@ -68,15 +61,10 @@ pub async fn connect(addr: SocketAddr) -> Client {
 }
 
 pub async fn connect_key(addr: SocketAddr, key: &str) -> Client {
-    let mut ws = raw(
-        addr,
-        &format!("/app/{key}?protocol=7&client=js&version=8.6.0&flash=false"),
-    )
-    .await;
+    let mut ws = raw(addr, &format!("/app/{key}?protocol=7&client=js&version=8.6.0&flash=false")).await;
     let first = next_json(&mut ws).await;
     assert_eq!(first["event"], "pusher:connection_established", "{first}");
-    let data: Value =
-        serde_json::from_str(first["data"].as_str().expect("data is a string")).unwrap();
+    let data: Value = serde_json::from_str(first["data"].as_str().expect("data is a string")).unwrap();
     let socket_id = data["socket_id"].as_str().unwrap().to_owned();
     Client { ws, socket_id }
 }
@@ -84,13 +72,9 @@ pub async fn connect_key(addr: SocketAddr, key: &str) -> Client {
 /// The next text frame as JSON; panics on close or after [`WAIT`].
 pub async fn next_json(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Value {
     loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for a frame");
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("timed out waiting for a frame");
         match msg {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).expect("server sent JSON")
-            }
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("server sent JSON"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text frame, got {other:?}"),
         }
@@ -100,10 +84,7 @@ pub async fn next_json(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> V
 /// Reads until the server closes; returns the close code.
 pub async fn close_code(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<u16> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for close")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("timed out waiting for close") {
             Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -121,17 +102,11 @@ pub async fn assert_silent(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>, 
 
 impl Client {
     pub async fn send(&mut self, v: Value) {
-        self.ws
-            .send(Message::Text(v.to_string().into()))
-            .await
-            .unwrap();
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.ws
-            .send(Message::Text(t.to_owned().into()))
-            .await
-            .unwrap();
+        self.ws.send(Message::Text(t.to_owned().into())).await.unwrap();
     }
 
     pub async fn next(&mut self) -> Value {
@@ -141,10 +116,8 @@ impl Client {
     /// Subscribes and returns the server's answer.
     pub async fn subscribe(&mut self, channel: &str) -> Value {
         let auth = channel_auth(&self.socket_id, channel, None);
-        self.send(
-            serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}),
-        )
-        .await;
+        self.send(serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
+            .await;
         self.next().await
     }
 
@@ -171,18 +144,11 @@ pub fn channel_auth(socket_id: &str, channel: &str, channel_data: Option<&str>) 
     if !channel.starts_with("private-") && !channel.starts_with("presence-") {
         return String::new();
     }
-    signing::token(
-        KEY,
-        SECRET,
-        &signing::channel_string(socket_id, channel, channel_data),
-    )
+    signing::token(KEY, SECRET, &signing::channel_string(socket_id, channel, channel_data))
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// The signed query string for a request, as the server SDKs build it.
@@ -203,10 +169,7 @@ pub fn signed_query(
         params.push(("body_md5".into(), signing::body_md5(body.as_bytes())));
     }
     params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let sig = signing::sign(
-        secret,
-        signing::api_string(method, path, &params).as_bytes(),
-    );
+    let sig = signing::sign(secret, signing::api_string(method, path, &params).as_bytes());
     params.push(("auth_signature".into(), sig));
     serde_urlencoded::to_string(&params).unwrap()
 }
@@ -218,38 +181,21 @@ pub struct Api {
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Self {
-        Api {
-            addr,
-            http: reqwest::Client::new(),
-        }
+        Api { addr, http: reqwest::Client::new() }
     }
 
     pub async fn get(&self, path: &str, extra: &[(&str, &str)]) -> (u16, Value) {
         let q = signed_query("GET", path, extra, "", now(), SECRET);
-        let r = self
-            .http
-            .get(format!("http://{}{path}?{q}", self.addr))
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("http://{}{path}?{q}", self.addr)).send().await.unwrap();
         let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_raw(path, &body.to_string(), now(), SECRET).await
     }
 
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        body: &str,
-        timestamp: u64,
-        secret: &str,
-    ) -> (u16, Value) {
+    pub async fn post_raw(&self, path: &str, body: &str, timestamp: u64, secret: &str) -> (u16, Value) {
         let q = signed_query("POST", path, &[], body, timestamp, secret);
         self.send_post(path, &q, body.to_owned()).await
     }
@@ -264,10 +210,7 @@ impl Api {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
     }
 
     pub async fn trigger(&self, channels: &[&str], name: &str, data: &str) -> (u16, Value) {

@@ -1,0 +1,139 @@
+//! `pusher:signin`: verifies the signature over `socket_id::user::user_data`, records the user
+//! (for `#server-to-user-{id}`, terminate and watchlists), and sends the watchlist's current
+//! online / offline state. A failed sign-in closes the socket with 4009.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocket;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Connection, Ending, Gone};
+use crate::protocol::frames;
+use crate::protocol::{CloseReason, Signin, WATCHLIST_LIMIT_EXCEEDED};
+use crate::signing;
+
+/// The user a socket signed in as.
+#[derive(Debug)]
+pub(super) struct SignedIn {
+    /// User id from `user_data.id`.
+    pub id: Arc<str>,
+    /// User ids this socket watches (apps with watchlist events).
+    pub watchlist: Vec<Arc<str>>,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    id: Option<Value>,
+    #[serde(default)]
+    watchlist: Option<Vec<Value>>,
+}
+
+fn is_user_id(id: &str, max: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';'))
+}
+
+impl Connection {
+    fn refuse_signin(&mut self, message: String) -> Result<(), Gone> {
+        self.ending = Some(Ending::Refused(CloseReason::Unauthorized, message));
+        Ok(())
+    }
+
+    pub(super) async fn signin(&mut self, socket: &mut WebSocket, signin: Signin) -> Result<(), Gone> {
+        let signed = signing::user_string(&self.socket_id, &signin.user_data);
+        if let Err(e) = signing::verify_token(&self.app.key, &self.app.secret, &signed, &signin.auth) {
+            return self.refuse_signin(format!("Invalid pusher:signin: {e}"));
+        }
+        let data: UserData = match serde_json::from_str(&signin.user_data) {
+            Ok(d) => d,
+            Err(e) => return self.refuse_signin(format!("user_data must be a JSON object: {e}")),
+        };
+        let max = self.app.limits.max_user_id_length;
+        let id: Arc<str> = match data.id {
+            Some(Value::String(id)) if is_user_id(&id, max) => id.into(),
+            _ => {
+                let msg = format!(
+                    "user_data.id must be a string of 1 to {max} characters A-Z a-z 0-9 _ - = @ , . ;"
+                );
+                return self.refuse_signin(msg);
+            }
+        };
+        if let Some(current) = &self.user {
+            if current.id != id {
+                let msg = format!("This connection is already signed in as {}", current.id);
+                return self.refuse_signin(msg);
+            }
+            return self.send(socket, frames::signin_success(&signin.user_data)).await;
+        }
+        let limit = self.app.limits.max_watchlist_size;
+        let mut watchlist: Vec<Arc<str>> = Vec::new();
+        let mut truncated = false;
+        if self.app.watchlist_events {
+            for v in data.watchlist.unwrap_or_default() {
+                let Value::String(w) = v else { continue };
+                if watchlist.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                watchlist.push(w.into());
+            }
+        }
+        let came_online = match self.state.cluster.sign_in(&self.app.id, &id, self.outbox.clone()).await {
+            Ok(b) => b,
+            Err(e) => match e {},
+        };
+        self.auth_deadline = None;
+        self.send(socket, frames::signin_success(&signin.user_data)).await?;
+        if came_online {
+            let frame = frames::watchlist_events(&[&id], &[]);
+            if let Err(e) = self.state.cluster.notify_watchers(&self.app.id, &id, frame.into()).await {
+                match e {}
+            }
+        }
+        if truncated {
+            let msg = format!("Watchlist limit exceeded: only the first {limit} user ids are watched");
+            self.send_error(socket, &msg, Some(WATCHLIST_LIMIT_EXCEEDED)).await?;
+        }
+        if !watchlist.is_empty() {
+            let online = match self.state.cluster.watch(&self.app.id, &watchlist, &self.outbox).await {
+                Ok(()) => self.state.cluster.online(&self.app.id, &watchlist).await,
+                Err(e) => Err(e),
+            };
+            let online = match online {
+                Ok(o) => o,
+                Err(e) => match e {},
+            };
+            let (on, off): (Vec<_>, Vec<_>) = watchlist.iter().zip(&online).partition(|(_, o)| **o);
+            let on: Vec<&str> = on.into_iter().map(|(id, _)| &**id).collect();
+            let off: Vec<&str> = off.into_iter().map(|(id, _)| &**id).collect();
+            self.send(socket, frames::watchlist_events(&on, &off)).await?;
+        }
+        self.user = Some(SignedIn { id, watchlist });
+        Ok(())
+    }
+
+    /// Forgets the sign-in when the socket ends, telling watchers when the user went offline.
+    pub(super) async fn sign_out(&mut self) {
+        let Some(user) = self.user.take() else { return };
+        let cluster = &self.state.cluster;
+        if !user.watchlist.is_empty() {
+            if let Err(e) = cluster.unwatch(&self.app.id, &user.watchlist, &self.socket_id).await {
+                match e {}
+            }
+        }
+        let went_offline = match cluster.sign_out(&self.app.id, &user.id, &self.socket_id).await {
+            Ok(b) => b,
+            Err(e) => match e {},
+        };
+        if went_offline {
+            let frame = frames::watchlist_events(&[], &[&user.id]);
+            if let Err(e) = cluster.notify_watchers(&self.app.id, &user.id, frame.into()).await {
+                match e {}
+            }
+        }
+    }
+}

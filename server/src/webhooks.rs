@@ -1,0 +1,259 @@
+//! Webhooks as Pusher documents them: `POST {time_ms, events}` signed with the app secret
+//! (`X-Pusher-Key`, `X-Pusher-Signature`), per-app batching, `channel_vacated` and
+//! `member_removed` held for 3 s and dropped when the channel or member comes back, retries with
+//! exponential backoff for up to 5 minutes, per-target event-type and channel filters.
+//!
+//! Emitting never blocks: events go into a bounded queue ([`Webhooks::emit`]); a full queue
+//! drops the event with a log line and a metric. One worker task ([`worker`]) debounces and
+//! batches; each delivery runs in its own task, limited by a semaphore.
+
+mod delivery;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::{App, WebhookKind};
+use crate::metrics::{AppLabel, Metrics, WebhookDropLabels};
+
+/// How long `channel_vacated` and `member_removed` wait for the channel or member to return.
+pub const DEBOUNCE: Duration = Duration::from_secs(3);
+/// How long a failing delivery is retried.
+pub const RETRY_FOR: Duration = Duration::from_secs(5 * 60);
+
+/// One webhook event, serialized as Pusher's `events[]` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// First subscriber anywhere.
+    ChannelOccupied {
+        /// The channel.
+        channel: String,
+    },
+    /// Last subscriber gone.
+    ChannelVacated {
+        /// The channel.
+        channel: String,
+    },
+    /// A user's first socket joined a presence channel.
+    MemberAdded {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// A user's last socket left a presence channel.
+    MemberRemoved {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: String,
+    },
+    /// A client event was relayed.
+    ClientEvent {
+        /// The channel.
+        channel: String,
+        /// The event name.
+        event: String,
+        /// The event data as a string (JSON text when the client sent an object).
+        data: String,
+        /// The sender.
+        socket_id: String,
+        /// The sender's presence user id, on presence channels.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+    },
+    /// A subscriber found a cache channel empty.
+    CacheMiss {
+        /// The channel.
+        channel: String,
+    },
+    /// A channel's subscriber count changed.
+    SubscriptionCount {
+        /// The channel.
+        channel: String,
+        /// Subscribers now.
+        subscription_count: u64,
+    },
+}
+
+impl WebhookEvent {
+    /// The event's kind, for target filters.
+    pub fn kind(&self) -> WebhookKind {
+        match self {
+            WebhookEvent::ChannelOccupied { .. } => WebhookKind::ChannelOccupied,
+            WebhookEvent::ChannelVacated { .. } => WebhookKind::ChannelVacated,
+            WebhookEvent::MemberAdded { .. } => WebhookKind::MemberAdded,
+            WebhookEvent::MemberRemoved { .. } => WebhookKind::MemberRemoved,
+            WebhookEvent::ClientEvent { .. } => WebhookKind::ClientEvent,
+            WebhookEvent::CacheMiss { .. } => WebhookKind::CacheMiss,
+            WebhookEvent::SubscriptionCount { .. } => WebhookKind::SubscriptionCount,
+        }
+    }
+
+    /// The channel the event is about.
+    pub fn channel(&self) -> &str {
+        match self {
+            WebhookEvent::ChannelOccupied { channel }
+            | WebhookEvent::ChannelVacated { channel }
+            | WebhookEvent::MemberAdded { channel, .. }
+            | WebhookEvent::MemberRemoved { channel, .. }
+            | WebhookEvent::ClientEvent { channel, .. }
+            | WebhookEvent::CacheMiss { channel }
+            | WebhookEvent::SubscriptionCount { channel, .. } => channel,
+        }
+    }
+}
+
+/// An event with its app, on its way to the worker.
+#[derive(Debug)]
+struct Queued {
+    app: Arc<App>,
+    event: WebhookEvent,
+}
+
+/// Counters of the webhook pipeline, per app.
+#[derive(Clone, Debug)]
+struct WebhookMetrics {
+    queued: Family<AppLabel, Counter>,
+    sent: Family<AppLabel, Counter>,
+    failed: Family<AppLabel, Counter>,
+    dropped: Family<WebhookDropLabels, Counter>,
+}
+
+impl WebhookMetrics {
+    fn drop(&self, app_id: &str, reason: &'static str) {
+        self.dropped.get_or_create(&WebhookDropLabels { app_id: app_id.to_owned(), reason }).inc();
+    }
+}
+
+/// Settings of the webhook pipeline.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Events waiting for the worker before new ones are dropped.
+    pub queue_size: usize,
+    /// Requests in flight (including ones waiting to retry) before new ones are dropped.
+    pub max_pending_deliveries: usize,
+    /// Timeout of one delivery attempt.
+    pub request_timeout: Duration,
+    /// Debounce of vacated / removed events.
+    pub debounce: Duration,
+    /// First retry delay; doubles each attempt.
+    pub first_retry: Duration,
+    /// How long a delivery is retried.
+    pub retry_for: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            queue_size: 10_000,
+            max_pending_deliveries: 10_000,
+            request_timeout: Duration::from_secs(10),
+            debounce: DEBOUNCE,
+            first_retry: Duration::from_secs(1),
+            retry_for: RETRY_FOR,
+        }
+    }
+}
+
+/// Cheap-clone handle for emitting webhook events.
+#[derive(Clone, Debug)]
+pub struct Webhooks {
+    tx: mpsc::Sender<Queued>,
+    metrics: WebhookMetrics,
+}
+
+/// The running pipeline: stop it after the sockets are closed so their last events go out.
+pub struct WebhookPipeline {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl WebhookPipeline {
+    /// Sends what is held back now, then waits (at most `grace`) for deliveries in flight.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("webhook deliveries still in flight at shutdown were abandoned");
+        }
+    }
+}
+
+impl Webhooks {
+    /// Starts the worker.
+    pub fn start(settings: WebhookSettings, metrics: &Metrics) -> (Webhooks, WebhookPipeline) {
+        let (tx, rx) = mpsc::channel(settings.queue_size);
+        let m = WebhookMetrics {
+            queued: metrics.webhooks_queued.clone(),
+            sent: metrics.webhooks_sent.clone(),
+            failed: metrics.webhooks_failed.clone(),
+            dropped: metrics.webhooks_dropped.clone(),
+        };
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let worker = worker::Worker::new(settings, m.clone(), tasks.clone());
+        tasks.spawn(worker.run(rx, stop.clone()));
+        (Webhooks { tx, metrics: m }, WebhookPipeline { stop, tasks })
+    }
+
+    /// Queues an event for the app's webhook targets that want it. Never waits.
+    pub fn emit(&self, app: &Arc<App>, event: WebhookEvent) {
+        let kind = event.kind();
+        if !app.webhooks.iter().any(|t| t.wants(kind, event.channel())) {
+            return;
+        }
+        self.metrics.queued.get_or_create(&AppLabel::new(&app.id)).inc();
+        if let Err(e) = self.tx.try_send(Queued { app: app.clone(), event }) {
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => "queue_full",
+                mpsc::error::TrySendError::Closed(_) => "shutting_down",
+            };
+            tracing::warn!(app_id = %app.id, ?kind, reason, "webhook event dropped");
+            self.metrics.drop(&app.id, reason);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for `time_ms`.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_as_pusher_documents_them() {
+        let e = WebhookEvent::MemberAdded { channel: "presence-a".into(), user_id: "7".into() };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"name":"member_added","channel":"presence-a","user_id":"7"}"#
+        );
+        let c = WebhookEvent::ClientEvent {
+            channel: "private-a".into(),
+            event: "client-x".into(),
+            data: "{}".into(),
+            socket_id: "1.2".into(),
+            user_id: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"name":"client_event","channel":"private-a","event":"client-x","data":"{}","socket_id":"1.2"}"#
+        );
+        let s = WebhookEvent::SubscriptionCount { channel: "a".into(), subscription_count: 3 };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"name":"subscription_count","channel":"a","subscription_count":3}"#
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! One webhook request, retried with exponential backoff on non-2xx or error until it
+//! succeeds or the retry period ends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::WebhookMetrics;
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub(super) struct Delivery {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub key: String,
+    pub signature: String,
+    pub body: Bytes,
+    pub app_id: String,
+    pub first_retry: Duration,
+    pub retry_for: Duration,
+    pub permits: Arc<Semaphore>,
+    pub pending: Arc<AtomicUsize>,
+    pub sent: Counter,
+    pub failed: Counter,
+    pub metrics: WebhookMetrics,
+}
+
+pub(super) async fn deliver(d: Delivery) {
+    let give_up = Instant::now() + d.retry_for;
+    let mut wait = d.first_retry;
+    let mut attempt = 1u32;
+    loop {
+        let outcome = {
+            // A closed semaphore cannot happen (it is never closed); treat it as a failure.
+            let _permit = d.permits.acquire().await;
+            d.client
+                .post(&d.url)
+                .header("content-type", "application/json")
+                .header("x-pusher-key", &d.key)
+                .header("x-pusher-signature", &d.signature)
+                .body(d.body.clone())
+                .send()
+                .await
+        };
+        let error = match outcome {
+            Ok(r) if r.status().is_success() => {
+                d.sent.inc();
+                break;
+            }
+            Ok(r) => format!("status {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        d.failed.inc();
+        if Instant::now() + wait > give_up {
+            tracing::error!(app_id = %d.app_id, url = %d.url, attempt, %error, "webhook dropped: retries exhausted");
+            d.metrics.drop(&d.app_id, "retries_exhausted");
+            break;
+        }
+        tracing::warn!(app_id = %d.app_id, url = %d.url, attempt, %error, retry_in = ?wait, "webhook failed");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+        attempt += 1;
+    }
+    d.pending.fetch_sub(1, Ordering::AcqRel);
+}
