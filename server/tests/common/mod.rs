@@ -225,3 +225,104 @@ impl Api {
 pub fn close(code: u16) -> CloseCode {
     CloseCode::from(code)
 }
+
+/// Signs in as pusher-js does after `authenticateUser`; returns the server's answer.
+pub async fn sign_in(c: &mut Client, user_data: &Value) -> Value {
+    let user_data = user_data.to_string();
+    let auth = signing::token(KEY, SECRET, &signing::user_string(&c.socket_id, &user_data));
+    c.send(serde_json::json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}})).await;
+    c.next().await
+}
+
+/// One webhook request as received.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub key: String,
+    pub signature: String,
+    pub body: String,
+    pub at: std::time::Instant,
+}
+
+impl Hook {
+    pub fn events(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.body).unwrap();
+        v["events"].as_array().unwrap().clone()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every request and answers with the
+/// statuses given in order (then 200).
+pub struct Receiver {
+    pub url: String,
+    pub hooks: std::sync::Arc<std::sync::Mutex<Vec<Hook>>>,
+}
+
+impl Receiver {
+    pub async fn start(mut statuses: Vec<u16>) -> Receiver {
+        use axum::http::{HeaderMap, StatusCode};
+        let hooks: std::sync::Arc<std::sync::Mutex<Vec<Hook>>> = Default::default();
+        statuses.reverse();
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(statuses));
+        let recorded = hooks.clone();
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let recorded = recorded.clone();
+                let statuses = statuses.clone();
+                async move {
+                    let h =
+                        |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                    recorded.lock().unwrap().push(Hook {
+                        key: h("x-pusher-key"),
+                        signature: h("x-pusher-signature"),
+                        body,
+                        at: std::time::Instant::now(),
+                    });
+                    let status = statuses.lock().unwrap().pop().unwrap_or(200);
+                    StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, hooks }
+    }
+
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+
+    /// Every event received so far, flattened.
+    pub fn events(&self) -> Vec<Value> {
+        self.hooks().iter().flat_map(Hook::events).collect()
+    }
+
+    /// Waits until `pred` holds for the received events (or panics after `within`).
+    pub async fn wait_for(&self, within: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("webhooks never matched; got {events:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts the server with webhook timings of the test's choosing.
+pub async fn start_server_with(
+    config: Config,
+    hooks: herald_server::webhooks::WebhookSettings,
+) -> TestServer {
+    let server = Server::bind_with(&config, hooks).await.expect("bind");
+    let addr = server.local_addr().unwrap();
+    let ops = server.ops_addr().unwrap();
+    let shutdown = server.shutdown_token();
+    let task = tokio::spawn(server.run());
+    TestServer { addr, ops, shutdown, task }
+}

@@ -1,0 +1,168 @@
+//! Webhooks against a real HTTP receiver: signatures, the 3 s vacate / remove delay and its
+//! cancellation, batching, retries, filters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use herald_server::apps::{WebhookKind, WebhookTarget};
+use herald_server::webhooks::WebhookSettings;
+use herald_server::Config;
+use serde_json::json;
+
+fn target(url: &str) -> WebhookTarget {
+    WebhookTarget { url: url.to_owned(), event_types: vec![], channel_prefix: None, channel_suffix: None }
+}
+
+fn names(events: &[serde_json::Value]) -> Vec<String> {
+    events.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn server_with_hooks(targets: Vec<WebhookTarget>, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config::for_tests();
+    config.apps[0].webhooks = targets;
+    tweak(&mut config);
+    let settings = WebhookSettings { first_retry: Duration::from_millis(100), ..WebhookSettings::default() };
+    start_server_with(config, settings).await
+}
+
+#[tokio::test]
+async fn every_webhook_is_signed_with_the_app_secret_and_carries_the_key() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.subscribe("signed").await;
+    rx.wait_for(WAIT, |e| !e.is_empty()).await;
+    for hook in rx.hooks() {
+        assert_eq!(hook.key, KEY);
+        assert_eq!(hook.signature, herald_server::signing::sign(SECRET, hook.body.as_bytes()));
+        let body: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+        assert!(body["time_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+    assert_eq!(rx.events()[0], json!({"name":"channel_occupied","channel":"signed"}));
+}
+
+#[tokio::test]
+async fn vacated_and_member_removed_wait_three_seconds() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.join("presence-w", "ann", json!({})).await;
+    rx.wait_for(WAIT, |e| e.len() == 2).await;
+    let left = Instant::now();
+    drop(c);
+    let events = rx.wait_for(Duration::from_secs(8), |e| e.len() == 4).await;
+    let elapsed = left.elapsed();
+    assert!(elapsed >= Duration::from_millis(2900), "sent after {elapsed:?}");
+    let mut got = names(&events);
+    got.sort();
+    assert_eq!(got, ["channel_occupied", "channel_vacated", "member_added", "member_removed"]);
+    assert!(events.contains(&json!({"name":"member_removed","channel":"presence-w","user_id":"ann"})));
+}
+
+#[tokio::test]
+async fn leaving_and_coming_back_within_three_seconds_sends_nothing() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.join("presence-b", "ann", json!({})).await;
+    rx.wait_for(WAIT, |e| e.len() == 2).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut again = connect(s.addr).await;
+    again.join("presence-b", "ann", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(names(&rx.events()), ["channel_occupied", "member_added"], "no flap reaches the backend");
+}
+
+#[tokio::test]
+async fn client_events_and_cache_misses_are_reported() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut a = connect(s.addr).await;
+    let mut b = connect(s.addr).await;
+    a.join("presence-c", "ann", json!({})).await;
+    b.join("presence-c", "ben", json!({})).await;
+    a.send(json!({"event":"client-typing","channel":"presence-c","data":{"on":true}})).await;
+    b.subscribe("cache-x").await;
+    let events = rx
+        .wait_for(WAIT, |e| {
+            e.iter().any(|x| x["name"] == "client_event") && e.iter().any(|x| x["name"] == "cache_miss")
+        })
+        .await;
+    let client = events.iter().find(|e| e["name"] == "client_event").unwrap();
+    assert_eq!(
+        client,
+        &json!({"name":"client_event","channel":"presence-c","event":"client-typing","data":"{\"on\":true}","socket_id":a.socket_id,"user_id":"ann"})
+    );
+    assert!(events.contains(&json!({"name":"cache_miss","channel":"cache-x"})));
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_retries_until_it_accepts() {
+    let rx = Receiver::start(vec![500, 503]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.subscribe("retry-me").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rx.hooks().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hooks = rx.hooks();
+    assert_eq!(hooks.len(), 3, "two failures then one success");
+    assert!(hooks.iter().all(|h| h.body == hooks[0].body), "the same request is retried");
+    assert!(hooks[2].at - hooks[1].at > hooks[1].at - hooks[0].at, "backoff grows");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.hooks().len(), 3, "nothing after success");
+    let metrics = reqwest::get(format!("http://{}/metrics", s.ops)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("herald_webhooks_failed_total{app_id=\"1\"} 2"), "{metrics}");
+    assert!(metrics.contains("herald_webhooks_sent_total{app_id=\"1\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn each_target_gets_only_the_kinds_and_channels_it_asked_for() {
+    let all = Receiver::start(vec![]).await;
+    let orders = Receiver::start(vec![]).await;
+    let filtered = WebhookTarget {
+        url: orders.url.clone(),
+        event_types: vec![WebhookKind::ChannelOccupied],
+        channel_prefix: Some("private-".into()),
+        channel_suffix: Some("-orders".into()),
+    };
+    let s = server_with_hooks(vec![target(&all.url), filtered], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    for ch in ["private-eu-orders", "private-eu-users", "public-orders"] {
+        c.subscribe(ch).await;
+    }
+    all.wait_for(WAIT, |e| e.len() == 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(orders.events(), vec![json!({"name":"channel_occupied","channel":"private-eu-orders"})]);
+}
+
+#[tokio::test]
+async fn events_within_the_batch_window_go_in_one_request() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |c| {
+        c.apps[0].webhook_batch_window = Duration::from_millis(300)
+    })
+    .await;
+    let mut c = connect(s.addr).await;
+    for ch in ["b1", "b2", "b3"] {
+        c.subscribe(ch).await;
+    }
+    rx.wait_for(WAIT, |e| e.len() == 3).await;
+    assert_eq!(rx.hooks().len(), 1, "one request for three events");
+}
+
+#[tokio::test]
+async fn shutdown_sends_held_back_events_before_exiting() {
+    let rx = Receiver::start(vec![]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.subscribe("last-words").await;
+    rx.wait_for(WAIT, |e| e.len() == 1).await;
+    s.shutdown.cancel();
+    tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap().unwrap();
+    assert_eq!(names(&rx.events()), ["channel_occupied", "channel_vacated"]);
+}
