@@ -69,6 +69,9 @@ pub struct Cli {
     /// presence channel within 30 s (4009).
     #[arg(long, env = "HERALD_APP_USER_AUTHENTICATION")]
     pub app_user_authentication: bool,
+    /// Seconds an unauthenticated socket may stay with --app-user-authentication [default: 30].
+    #[arg(long, env = "HERALD_APP_USER_AUTHENTICATION_TIMEOUT")]
+    pub app_user_authentication_timeout: Option<String>,
     /// Send watchlist online / offline events to signed-in users of the flag-defined app.
     #[arg(long, env = "HERALD_APP_WATCHLIST_EVENTS")]
     pub app_watchlist_events: bool,
@@ -322,6 +325,7 @@ fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
             ("--app-client-events-per-second", cli.app_client_events_per_second.is_some()),
             ("--app-webhook-batch-ms", cli.app_webhook_batch_ms.is_some()),
             ("--app-cache-ttl", cli.app_cache_ttl.is_some()),
+            ("--app-user-authentication-timeout", cli.app_user_authentication_timeout.is_some()),
         ];
         for (flag, set) in app_flags {
             if set {
@@ -364,6 +368,7 @@ fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
     let client_rate = number("app_client_events_per_second", &cli.app_client_events_per_second);
     let batch_ms = number("app_webhook_batch_ms", &cli.app_webhook_batch_ms);
     let cache_ttl = number("app_cache_ttl", &cli.app_cache_ttl);
+    let auth_timeout = number("app_user_authentication_timeout", &cli.app_user_authentication_timeout);
     let l = &mut app.limits;
     l.max_connections = max_connections.or(l.max_connections);
     l.max_presence_members = max_members.map_or(l.max_presence_members, |v| v as usize);
@@ -375,6 +380,9 @@ fn app_from_cli(errors: &mut Vec<String>, cli: &Cli) -> Option<App> {
     }
     if let Some(secs) = cache_ttl {
         app.cache_ttl = Duration::from_secs(secs);
+    }
+    if let Some(secs) = auth_timeout {
+        app.user_authentication_timeout = Duration::from_secs(secs);
     }
     validate_app(errors, "flags", &app);
     Some(app)

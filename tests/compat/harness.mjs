@@ -67,7 +67,7 @@ export function serverSdk(server, overrides = {}) {
  * An official pusher-js client. Channel authorization goes through the server SDK, as a
  * backend's auth endpoint would; `user` is the presence identity this client signs as.
  */
-export function client(server, { user, sdk = serverSdk(server), key = APP.key } = {}) {
+export function client(server, { user, signinAs, sdk = serverSdk(server), key = APP.key } = {}) {
   const pusher = new Pusher(key, {
     cluster: 'herald',
     wsHost: '127.0.0.1',
@@ -75,6 +75,15 @@ export function client(server, { user, sdk = serverSdk(server), key = APP.key } 
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
+    userAuthentication: {
+      customHandler: ({ socketId }, callback) => {
+        try {
+          callback(null, sdk.authenticateUser(socketId, signinAs));
+        } catch (e) {
+          callback(e, null);
+        }
+      },
+    },
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, callback) => {
         try {
@@ -120,3 +129,49 @@ export function collect(channel, name) {
 }
 
 export { sleep, Pusher, PusherServer };
+
+/** Resolves with the first connection message matching `pred`. */
+export function message(pusher, pred, ms = 5000, what = 'message') {
+  return once((h) => pusher.connection.bind('message', (m) => { if (pred(m)) h(m); }), ms, what);
+}
+
+/** Signs in with pusher-js and waits until its #server-to-user channel is joined. */
+export async function signedIn(pusher) {
+  await connected(pusher);
+  const joined = message(pusher, (m) => m.event === 'pusher_internal:subscription_succeeded'
+    && String(m.channel).startsWith('#server-to-user-'), 5000, 'server-to-user subscription');
+  pusher.signin();
+  await joined;
+}
+
+/** A webhook receiver on 127.0.0.1 answering with `statuses` in order, then 200. */
+export async function webhookReceiver(statuses = []) {
+  const { createServer } = await import('node:http');
+  const received = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      received.push({ headers: req.headers, rawBody: body, at: Date.now() });
+      res.statusCode = statuses.length ? statuses.shift() : 200;
+      res.end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/hooks`,
+    received,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/** Polls `fn` until it returns a truthy value. */
+export async function eventually(fn, ms = 8000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
