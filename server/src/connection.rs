@@ -24,7 +24,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
-use crate::metrics::{AppLabel, CloseLabels, LimitLabels};
+use crate::metrics::{AppLabel, CloseLabels};
 use crate::outbox::{Control, Outbox};
 use crate::protocol::frames;
 use crate::protocol::{
@@ -56,11 +56,7 @@ pub async fn upgrade(
         let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
         if !origin_allowed(&app.allowed_origins, origin) {
             debug!(app_id = %app.id, ?origin, "WebSocket refused: origin not allowed");
-            state
-                .metrics
-                .limited
-                .get_or_create(&LimitLabels { app_id: app.id.clone(), limit: "allowed_origins" })
-                .inc();
+            state.metrics.limit_hit(&app.id, "allowed_origins");
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
@@ -131,6 +127,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
     match state.cluster.connect(&app.id, app.limits.max_connections).await {
         Ok(true) => {}
         Ok(false) => {
+            state.metrics.limit_hit(&app.id, "max_connections");
             close(&mut socket, quota_reason, quota_reason.message()).await;
             return;
         }
@@ -441,6 +438,7 @@ impl Connection {
         }
         if data.get().len() > limits.max_event_data_size {
             let msg = format!("Client event data is larger than {} bytes", limits.max_event_data_size);
+            self.state.metrics.limit_hit(&self.app.id, "max_event_data_size");
             return self.send_error(socket, &msg, None).await;
         }
         if !self.client_events.allow(limits.client_events_per_second, 1) {
@@ -448,6 +446,7 @@ impl Connection {
                 "Client event rejected due to rate limit ({} per second)",
                 limits.client_events_per_second
             );
+            self.state.metrics.limit_hit(&self.app.id, "client_events_per_second");
             return self.send_error(socket, &msg, Some(CLIENT_EVENT_RATE_LIMITED)).await;
         }
         let frame = frames::client_event(event, channel, data, user_id.as_deref());

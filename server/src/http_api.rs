@@ -17,7 +17,7 @@ use axum::Router;
 pub use error::ApiError;
 
 use crate::apps::App;
-use crate::metrics::{HttpLabels, LimitLabels};
+use crate::metrics::HttpLabels;
 use crate::ratelimit::AppLimit;
 use crate::server::ServerState;
 
@@ -53,7 +53,6 @@ pub(crate) fn check_rate(
     if state.rates.allow(&app.id, limit, per_second, n) {
         return Ok(());
     }
-    let labels = LimitLabels { app_id: app.id.clone(), limit: limit.label() };
-    state.metrics.limited.get_or_create(&labels).inc();
+    state.metrics.limit_hit(&app.id, limit.label());
     Err(ApiError::RateLimited { limit: limit.label(), per_second })
 }

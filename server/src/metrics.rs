@@ -151,6 +151,11 @@ impl Metrics {
         Arc::new(Metrics { registry, ..m })
     }
 
+    /// Counts one refusal by a per-app limit in `herald_limited_total`.
+    pub fn limit_hit(&self, app_id: &str, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabels { app_id: app_id.to_owned(), limit }).inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -252,3 +252,32 @@ async fn websocket_origins_outside_the_allowed_list_are_refused_before_the_upgra
     let (mut ws, _) = tokio_tungstenite::connect_async(good).await.unwrap();
     assert_eq!(next_json(&mut ws).await["event"], "pusher:connection_established");
 }
+
+#[tokio::test]
+async fn every_limit_refusal_is_counted_in_metrics() {
+    let mut config = Config::for_tests();
+    config.apps[0].limits.max_presence_members = 1;
+    config.apps[0].limits.max_connections = Some(3);
+    let s = start_server(config).await;
+    let api = Api::new(s.addr);
+    assert_eq!(api.trigger(&["x"], "e", &"x".repeat(10 * 1024 + 1)).await.0, 413);
+    let mut a = connect(s.addr).await;
+    let mut b = connect(s.addr).await;
+    a.join("presence-full", "a", json!({})).await;
+    assert_eq!(b.join("presence-full", "b", json!({})).await["data"]["type"], "LimitReached");
+    a.subscribe("private-r").await;
+    for _ in 0..11 {
+        a.send(json!({"event":"client-x","channel":"private-r","data":{}})).await;
+    }
+    assert_eq!(a.next().await["data"]["code"], 4301);
+    let _c = connect(s.addr).await;
+    let mut refused = raw(s.addr, &format!("/app/{KEY}?protocol=7")).await;
+    assert_eq!(close_code(&mut refused).await, Some(4004));
+    let metrics = reqwest::get(format!("http://{}/metrics", s.ops)).await.unwrap().text().await.unwrap();
+    for limit in
+        ["max_event_data_size", "max_presence_members", "client_events_per_second", "max_connections"]
+    {
+        let line = format!("herald_limited_total{{app_id=\"1\",limit=\"{limit}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+}

@@ -96,6 +96,7 @@ impl Connection {
         }
         if truncated {
             let msg = format!("Watchlist limit exceeded: only the first {limit} user ids are watched");
+            self.state.metrics.limit_hit(&self.app.id, "max_watchlist_size");
             self.send_error(socket, &msg, Some(WATCHLIST_LIMIT_EXCEEDED)).await?;
         }
         if !watchlist.is_empty() {

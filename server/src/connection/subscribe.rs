@@ -20,11 +20,18 @@ struct Refusal {
     kind: &'static str,
     status: u16,
     message: String,
+    /// The per-app limit that refused it, for `herald_limited_total`.
+    limit: Option<&'static str>,
 }
 
 impl Refusal {
     fn new(kind: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Refusal { kind, status, message: message.into() }
+        Refusal { kind, status, message: message.into(), limit: None }
+    }
+
+    /// A refusal by the limit `limit` (error type `LimitReached`).
+    fn limit(limit: &'static str, status: u16, message: impl Into<String>) -> Self {
+        Refusal { kind: "LimitReached", status, message: message.into(), limit: Some(limit) }
     }
 }
 
@@ -48,6 +55,9 @@ impl Connection {
         let subscribed = match self.try_subscribe(&sub).await {
             Ok(s) => s,
             Err(r) => {
+                if let Some(limit) = r.limit {
+                    self.state.metrics.limit_hit(&self.app.id, limit);
+                }
                 let dialect = self.state.settings.error_dialect;
                 let frame = frames::subscription_error(dialect, &sub.channel, r.kind, &r.message, r.status);
                 return self.send(socket, frame).await;
@@ -122,7 +132,7 @@ impl Connection {
                 "This connection is subscribed to {} channels, the most allowed",
                 limits.max_subscriptions_per_connection
             );
-            return Err(Refusal::new("LimitReached", 429, msg));
+            return Err(Refusal::limit("max_subscriptions_per_connection", 429, msg));
         }
         if name.kind == ChannelKind::ServerToUser {
             let signed_in_as = self.user.as_ref().map(|u| &*u.id);
@@ -156,8 +166,8 @@ impl Connection {
             .join(&self.app.id, channel, self.outbox.clone(), member.clone(), limits.max_presence_members)
             .await
             .map_err(|e| match e {
-                JoinError::Refused(AddError::PresenceFull { max }) => Refusal::new(
-                    "LimitReached",
+                JoinError::Refused(AddError::PresenceFull { max }) => Refusal::limit(
+                    "max_presence_members",
                     429,
                     format!("Presence channel {channel} is full ({max} members)"),
                 ),
@@ -204,13 +214,13 @@ impl Connection {
         };
         if user_id.len() > limits.max_user_id_length {
             let msg = format!("user_id is longer than {} characters", limits.max_user_id_length);
-            return Err(Refusal::new("LimitReached", 413, msg));
+            return Err(Refusal::limit("max_user_id_length", 413, msg));
         }
         let size = data.user_info.map_or(0, |i| i.get().len());
         if size > limits.max_presence_member_size {
             let msg =
                 format!("user_info is {size} bytes; the limit is {} bytes", limits.max_presence_member_size);
-            return Err(Refusal::new("LimitReached", 413, msg));
+            return Err(Refusal::limit("max_presence_member_size", 413, msg));
         }
         let user_info = data.user_info.map(|i| Arc::<RawValue>::from(i.to_owned()));
         Ok(Member { user_id, user_info })

@@ -144,7 +144,7 @@ pub async fn trigger(
         (None, Some(one)) => vec![one],
         (None, None) => Vec::new(),
     };
-    let event = validate(&app, body, channels)?;
+    let event = validate(&app, body, channels).inspect_err(|e| count_limit(&state, &app, e))?;
     if let Some(per_second) = app.limits.max_backend_events_per_second {
         check_rate(&state, &app, AppLimit::BackendEvents, per_second, event.channels.len() as u64)?;
     }
@@ -162,7 +162,9 @@ pub async fn batch(
     let batch = body.batch.ok_or(ApiError::Missing("batch"))?;
     let max = app.limits.max_batch_size;
     if batch.is_empty() || batch.len() > max {
-        return Err(ApiError::BatchSize { given: batch.len(), max });
+        let error = ApiError::BatchSize { given: batch.len(), max };
+        count_limit(&state, &app, &error);
+        return Err(error);
     }
     let events = batch
         .into_iter()
@@ -170,7 +172,8 @@ pub async fn batch(
             let channel = e.channel.take().ok_or(ApiError::Missing("channel"))?;
             validate(&app, e, vec![channel])
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .inspect_err(|e| count_limit(&state, &app, e))?;
     if let Some(per_second) = app.limits.max_backend_events_per_second {
         check_rate(&state, &app, AppLimit::BackendEvents, per_second, events.len() as u64)?;
     }
@@ -182,4 +185,15 @@ pub async fn batch(
     }
     let any_info = events.iter().any(|e| e.info.any());
     Ok(Json(if any_info { json!({ "batch": results }) } else { json!({}) }))
+}
+
+/// Counts refusals by the app's size and count limits in `herald_limited_total`.
+fn count_limit(state: &ServerState, app: &App, error: &ApiError) {
+    let limit = match error {
+        ApiError::PayloadTooLarge { .. } => "max_event_data_size",
+        ApiError::ChannelCount { given, .. } if *given > 0 => "max_channels_per_event",
+        ApiError::BatchSize { given, .. } if *given > 0 => "max_batch_size",
+        _ => return,
+    };
+    state.metrics.limit_hit(&app.id, limit);
 }
