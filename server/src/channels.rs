@@ -70,6 +70,30 @@ struct AppChannels {
     channel_count: Gauge,
 }
 
+/// What this node holds of one app.
+#[derive(Debug, Clone)]
+pub struct AppSnapshot {
+    /// The app.
+    pub app_id: String,
+    /// Open connections.
+    pub connections: u64,
+    /// Channels with local subscribers.
+    pub channels: Vec<ChannelSnapshot>,
+    /// Signed-in users with their local socket counts.
+    pub users: Vec<(Arc<str>, u64)>,
+}
+
+/// What this node holds of one channel.
+#[derive(Debug, Clone)]
+pub struct ChannelSnapshot {
+    /// The channel.
+    pub channel: String,
+    /// Local subscribers.
+    pub subscriptions: u64,
+    /// Presence members with their local socket counts.
+    pub members: Vec<(Member, u64)>,
+}
+
 /// Result of adding a socket to a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Added {
@@ -88,10 +112,12 @@ pub struct Removed {
     pub subscriptions: usize,
     /// The user whose last local socket left (presence only).
     pub member_removed: Option<Arc<str>>,
+    /// The presence user the socket had joined as.
+    pub user_id: Option<Arc<str>>,
 }
 
 /// Why a socket could not be added.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AddError {
     /// The presence channel already has its maximum of distinct members.
     #[error("presence channel is full ({max} members)")]
@@ -237,16 +263,21 @@ impl Registry {
                 return Removed { subscriptions: ch.subscribers.len(), ..Removed::default() };
             };
             let mut member_removed = None;
-            if let Some(user_id) = sub.user_id {
-                if let Some(m) = ch.members.get_mut(&user_id) {
+            if let Some(user_id) = &sub.user_id {
+                if let Some(m) = ch.members.get_mut(user_id) {
                     m.sockets -= 1;
                     if m.sockets == 0 {
-                        ch.members.remove(&user_id);
-                        member_removed = Some(user_id);
+                        ch.members.remove(user_id);
+                        member_removed = Some(user_id.clone());
                     }
                 }
             }
-            Removed { was_subscribed: true, subscriptions: ch.subscribers.len(), member_removed }
+            Removed {
+                was_subscribed: true,
+                subscriptions: ch.subscribers.len(),
+                member_removed,
+                user_id: sub.user_id,
+            }
         };
         if removed.subscriptions == 0 {
             Self::drop_if_empty(&app, channel);
@@ -372,6 +403,31 @@ impl Registry {
                 outbox.deliver(frame);
             }
         };
+    }
+
+    /// Everything this node holds, for republishing it to a cluster backend.
+    pub fn snapshot(&self) -> Vec<AppSnapshot> {
+        self.apps
+            .iter()
+            .map(|app| AppSnapshot {
+                app_id: app.key().clone(),
+                connections: app.connections.get().max(0) as u64,
+                channels: app
+                    .channels
+                    .iter()
+                    .map(|ch| ChannelSnapshot {
+                        channel: ch.key().clone(),
+                        subscriptions: ch.subscribers.len() as u64,
+                        members: ch
+                            .members
+                            .values()
+                            .map(|m| (m.member.clone(), u64::from(m.sockets)))
+                            .collect(),
+                    })
+                    .collect(),
+                users: app.users.iter().map(|u| (u.key().clone(), u.len() as u64)).collect(),
+            })
+            .collect()
     }
 
     /// Closes every local socket of an app (app disabled or deleted, server shutdown).

@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 
 use crate::apps::{App, Limits, QuotaCode, WebhookKind, WebhookTarget};
+use crate::cluster::RedisSettings;
 use crate::protocol::frames::ErrorDialect;
 
 /// The development app of the embedded default, used when no app is configured.
@@ -47,6 +48,21 @@ pub struct Cli {
     /// and Laravel Echo) or `pusher` (pusher:error, as hosted Pusher) [default: echo].
     #[arg(long, env = "HERALD_ERROR_DIALECT")]
     pub error_dialect: Option<String>,
+    /// Cluster backend: `local` (one process, the default) or `redis`.
+    #[arg(long, env = "HERALD_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Redis URL for `--cluster redis`, e.g. `redis://127.0.0.1:6379/0`.
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster [default: $POD_NAME, else $HOSTNAME, else random].
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a node's lease lives without renewal [default: 10].
+    #[arg(long, env = "HERALD_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+    /// Prefix of every Redis key and channel [default: herald].
+    #[arg(long, env = "HERALD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Id of a single app defined by flags.
     #[arg(long, env = "HERALD_APP_ID")]
     pub app_id: Option<String>,
@@ -124,6 +140,26 @@ pub struct Settings {
     pub max_request_size: usize,
     /// Time given to sockets to close on shutdown before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// Which cluster backend.
+    pub cluster: ClusterMode,
+}
+
+/// The cluster backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ClusterMode {
+    /// One process, in memory.
+    #[default]
+    Local,
+    /// Any number of processes sharing one Redis.
+    Redis(RedisSettings),
+}
+
+fn default_node_id() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()))
 }
 
 impl Default for Settings {
@@ -139,6 +175,7 @@ impl Default for Settings {
             max_message_size: 100 * 1024,
             max_request_size: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            cluster: ClusterMode::Local,
         }
     }
 }
@@ -226,7 +263,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(
                 file.take("shutdown_grace").unwrap_or(d.shutdown_grace.as_secs()),
             ),
+            cluster: ClusterMode::Local,
         };
+        s.cluster = cluster_mode(&mut errors, cli, &mut file);
         let dialect: Option<String> = cli.error_dialect.clone().or_else(|| file.take("error_dialect"));
         match dialect.as_deref() {
             None | Some("echo") => {}
@@ -305,6 +344,49 @@ where
             }
         },
         None => file.unwrap_or(default),
+    }
+}
+
+fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Fields) -> ClusterMode {
+    let mode: Option<String> = cli.cluster.clone().or_else(|| file.take("cluster"));
+    let url: Option<String> = cli.redis_url.clone().or_else(|| file.take("redis_url"));
+    let node_id: Option<String> = cli.node_id.clone().or_else(|| file.take("node_id"));
+    let ttl = setting(errors, "lease_ttl", cli.lease_ttl.as_deref(), file.take("lease_ttl"), 10u64);
+    let prefix: String =
+        cli.redis_prefix.clone().or_else(|| file.take("redis_prefix")).unwrap_or("herald".into());
+    match mode.as_deref() {
+        None | Some("local") => {
+            if url.is_some() {
+                errors.push("redis_url is set but cluster is not 'redis' (add --cluster redis)".into());
+            }
+            ClusterMode::Local
+        }
+        Some("redis") => {
+            let Some(url) = url else {
+                errors.push("--cluster redis needs --redis-url (HERALD_REDIS_URL)".into());
+                return ClusterMode::Local;
+            };
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errors.push(format!("redis_url must start with redis:// or rediss://, got {url:?}"));
+            }
+            let node_id = node_id.unwrap_or_else(default_node_id);
+            if node_id.is_empty()
+                || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                errors.push(format!("node_id {node_id:?} must be non-empty and use only A-Z a-z 0-9 - _ ."));
+            }
+            if ttl < 3 {
+                errors.push("lease_ttl: must be at least 3 seconds".into());
+            }
+            if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                errors.push(format!("redis_prefix {prefix:?} must be non-empty without braces or spaces"));
+            }
+            ClusterMode::Redis(RedisSettings { url, node_id, lease_ttl: Duration::from_secs(ttl), prefix })
+        }
+        Some(other) => {
+            errors.push(format!("cluster: expected 'local' or 'redis', got {other:?}"));
+            ClusterMode::Local
+        }
     }
 }
 

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
+
 /// Labels of per-app metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabel {
@@ -99,6 +101,12 @@ pub struct Metrics {
     pub webhooks_dropped: Family<WebhookDropLabels, Counter>,
     /// Requests, events and connections refused by a limit, by limit.
     pub limited: Family<LimitLabels, Counter>,
+    /// Redis commands that failed.
+    pub redis_errors: Counter,
+    /// Lease renewals of this node.
+    pub lease_renewals: Counter,
+    /// Cleanups performed (of dead nodes, of this node's previous incarnation, on shutdown).
+    pub cleanups: Counter,
 }
 
 impl Metrics {
@@ -122,6 +130,9 @@ impl Metrics {
             webhooks_failed: Family::default(),
             webhooks_dropped: Family::default(),
             limited: Family::default(),
+            redis_errors: Counter::default(),
+            lease_renewals: Counter::default(),
+            cleanups: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connected", "Open WebSocket connections", m.connected.clone());
@@ -148,6 +159,9 @@ impl Metrics {
         registry.register("webhooks_failed", "Webhook attempts failed", m.webhooks_failed.clone());
         registry.register("webhooks_dropped", "Webhooks given up, by reason", m.webhooks_dropped.clone());
         registry.register("limited", "Requests refused by a per-app limit, by limit", m.limited.clone());
+        registry.register("redis_errors", "Redis commands that failed", m.redis_errors.clone());
+        registry.register("lease_renewals", "Lease renewals of this node", m.lease_renewals.clone());
+        registry.register("cleanups", "Cluster cleanups performed", m.cleanups.clone());
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -169,15 +183,17 @@ impl Metrics {
 struct OpsState {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    cluster: Arc<dyn Cluster>,
 }
 
-/// The operations router: metrics, liveness and readiness (not ready once draining).
-pub fn ops_router(metrics: Arc<Metrics>, shutdown: CancellationToken) -> Router {
+/// The operations router: metrics, liveness and readiness (not ready while draining or while
+/// the cluster backend is unavailable).
+pub fn ops_router(metrics: Arc<Metrics>, shutdown: CancellationToken, cluster: Arc<dyn Cluster>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(OpsState { metrics, shutdown })
+        .with_state(OpsState { metrics, shutdown, cluster })
 }
 
 async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
@@ -190,6 +206,8 @@ async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
 async fn ready_handler(State(s): State<OpsState>) -> impl IntoResponse {
     if s.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !s.cluster.healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "cluster backend unavailable: serving local sockets only\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps::{AppStore, StaticApps};
 use crate::channels::Registry;
-use crate::cluster::{Cluster, LocalCluster};
-use crate::config::{Config, Settings};
+use crate::cluster::{Cluster, LocalCluster, RedisCluster};
+use crate::config::{ClusterMode, Config, Settings};
 use crate::connection;
 use crate::http_api::{self, ApiError};
 use crate::metrics::{ops_router, Metrics};
@@ -80,10 +80,27 @@ impl Server {
         let metrics = Metrics::new();
         let registry = Registry::new(&metrics);
         let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics);
+        let apps: Arc<dyn AppStore> = Arc::new(StaticApps::new(config.apps.iter().cloned()));
+        let cluster: Arc<dyn Cluster> = match &s.cluster {
+            ClusterMode::Local => Arc::new(LocalCluster::new(registry)),
+            ClusterMode::Redis(redis) => Arc::new(
+                RedisCluster::connect(
+                    redis.clone(),
+                    registry,
+                    apps.clone(),
+                    webhooks.clone(),
+                    metrics.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    io::Error::other(format!("cannot join the Redis cluster at {}: {e}", redis.url))
+                })?,
+            ),
+        };
         let state = ServerState(Arc::new(Shared {
             settings: config.settings.clone(),
-            apps: Arc::new(StaticApps::new(config.apps.iter().cloned())),
-            cluster: Arc::new(LocalCluster::new(registry)),
+            apps,
+            cluster,
             metrics,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -119,7 +136,7 @@ impl Server {
             .merge(http_api::router(state.clone()))
             .fallback(|| async { ApiError::NotFound })
             .with_state(state.clone());
-        let ops = ops_router(state.metrics.clone(), token.clone());
+        let ops = ops_router(state.metrics.clone(), token.clone(), state.cluster.clone());
         let ops_shutdown = token.clone().cancelled_owned();
         let ops_task =
             tokio::spawn(
@@ -132,6 +149,7 @@ impl Server {
             let remaining = state.connections.len();
             tracing::warn!(remaining, "sockets still open after the shutdown grace period");
         }
+        state.cluster.shutdown().await;
         webhooks.shutdown(grace).await;
         ops_task.await.map_err(io::Error::other)??;
         Ok(())

@@ -72,6 +72,9 @@ pub async fn verify(
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
+    if !state.cluster.healthy() {
+        return Err(ApiError::Unavailable);
+    }
     let (mut parts, body) = req.into_parts();
     let limit = state.settings.max_request_size;
     let body = to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge(limit))?;

@@ -122,6 +122,9 @@ pub enum ApiError {
     /// The cluster backend failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The cluster backend cannot answer for the whole cluster right now.
+    #[error("Cluster state is unavailable (Redis unreachable); retry shortly")]
+    Unavailable,
     /// No such route.
     #[error("Not found")]
     NotFound,
@@ -152,7 +155,7 @@ impl ApiError {
             | ApiError::UnknownInfo(_)
             | ApiError::InvalidUserId(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Cluster(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

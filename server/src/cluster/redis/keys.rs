@@ -1,0 +1,280 @@
+//! Redis key names and the Lua scripts that decide every cluster-wide transition atomically.
+//!
+//! A *member* is one incarnation of a node: `{node_id}:{random}`. Per-app keys carry the app id
+//! in a hash tag (`{app}`); counts are kept per member so a dead member's share can be taken
+//! away exactly. See `docs/cluster.md` for the schema and the lease protocol.
+
+use redis::Script;
+
+/// Builds key and pub/sub channel names under a prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_owned() }
+    }
+    /// HASH member → subscriber count of one channel.
+    pub fn chan(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:chan:{ch}", self.prefix)
+    }
+    /// SET of an app's occupied channels.
+    pub fn channels(&self, app: &str) -> String {
+        format!("{}:{{{app}}}:channels", self.prefix)
+    }
+    /// HASH user → socket count of a presence channel.
+    pub fn pres(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:pres:{ch}", self.prefix)
+    }
+    /// HASH user → user_info JSON of a presence channel.
+    pub fn pinfo(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:pinfo:{ch}", self.prefix)
+    }
+    /// HASH user → socket count of one member in a presence channel.
+    pub fn pmem(&self, app: &str, ch: &str, member: &str) -> String {
+        format!("{}:{{{app}}}:pmem:{ch}:{member}", self.prefix)
+    }
+    /// HASH user → signed-in socket count.
+    pub fn users(&self, app: &str) -> String {
+        format!("{}:{{{app}}}:users", self.prefix)
+    }
+    /// HASH user → signed-in socket count of one member.
+    pub fn umem(&self, app: &str, member: &str) -> String {
+        format!("{}:{{{app}}}:umem:{member}", self.prefix)
+    }
+    /// HASH member → connection count of an app.
+    pub fn conns(&self, app: &str) -> String {
+        format!("{}:{{{app}}}:conns", self.prefix)
+    }
+    /// STRING: the cached frame of a cache channel.
+    pub fn cache(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:cache:{ch}", self.prefix)
+    }
+    /// SET of what a member holds (entries from [`Entry`]), walked by its cleanup.
+    pub fn nodekeys(&self, member: &str) -> String {
+        format!("{}:nodekeys:{member}", self.prefix)
+    }
+    /// STRING with a TTL: the member's lease.
+    pub fn lease(&self, member: &str) -> String {
+        format!("{}:lease:{member}", self.prefix)
+    }
+    /// ZSET member → lease expiry (ms): how live nodes find stale ones without scanning keys.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    /// Pub/sub channel of one Pusher channel.
+    pub fn bus(&self, app: &str, ch: &str) -> String {
+        format!("{}:bus:{app}:{ch}", self.prefix)
+    }
+    /// The prefix of every bus channel, for parsing.
+    pub fn bus_prefix(&self) -> String {
+        format!("{}:bus:", self.prefix)
+    }
+    /// Pub/sub channel every node listens to (terminate, watchlist changes).
+    pub fn control(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+}
+
+/// An entry of a member's `nodekeys` set: what to clean up when it dies.
+pub enum Entry<'a> {
+    Channel(&'a str, &'a str),
+    Presence(&'a str, &'a str),
+    Users(&'a str),
+    Conns(&'a str),
+}
+
+impl Entry<'_> {
+    pub fn encode(&self) -> String {
+        match self {
+            Entry::Channel(app, ch) => format!("c\n{app}\n{ch}"),
+            Entry::Presence(app, ch) => format!("p\n{app}\n{ch}"),
+            Entry::Users(app) => format!("u\n{app}"),
+            Entry::Conns(app) => format!("n\n{app}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Entry<'_>> {
+        let mut parts = s.split('\n');
+        let kind = parts.next()?;
+        let app = parts.next()?;
+        match (kind, parts.next()) {
+            ("c", Some(ch)) => Some(Entry::Channel(app, ch)),
+            ("p", Some(ch)) => Some(Entry::Presence(app, ch)),
+            ("u", None) => Some(Entry::Users(app)),
+            ("n", None) => Some(Entry::Conns(app)),
+            _ => None,
+        }
+    }
+}
+
+const SUM: &str = "local function sum(k) local t = 0 for _, v in ipairs(redis.call('HVALS', k)) do t = t + tonumber(v) end return t end\n";
+const FENCE: &str =
+    "if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FENCED lease lost') end\n";
+
+/// The scripts, loaded once.
+pub struct Scripts {
+    pub join_channel: Script,
+    pub leave_channel: Script,
+    pub presence_join: Script,
+    pub presence_leave: Script,
+    pub user_in: Script,
+    pub user_out: Script,
+    pub connect: Script,
+    pub disconnect: Script,
+    pub clean_channel: Script,
+    pub clean_hash: Script,
+    pub renew: Script,
+    pub claim: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let fenced = |body: &str| Script::new(&format!("{SUM}{FENCE}{body}"));
+        let plain = |body: &str| Script::new(&format!("{SUM}{body}"));
+        Scripts {
+            // KEYS chan, channels, nodekeys, lease; ARGV member, channel, entry, delta → {before, after}
+            join_channel: fenced(
+                "local before = sum(KEYS[1])
+                 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[4])
+                 redis.call('SADD', KEYS[2], ARGV[2])
+                 redis.call('SADD', KEYS[3], ARGV[3])
+                 return {before, before + tonumber(ARGV[4])}",
+            ),
+            // KEYS chan, channels, nodekeys; ARGV member, channel, entry → total after, -1 if not ours
+            leave_channel: plain(
+                "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+                 if mine <= 0 then return -1 end
+                 if mine == 1 then
+                   redis.call('HDEL', KEYS[1], ARGV[1])
+                   redis.call('SREM', KEYS[3], ARGV[3])
+                 else
+                   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+                 end
+                 local total = sum(KEYS[1])
+                 if total == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+                 return total",
+            ),
+            // KEYS pres, pinfo, pmem, nodekeys, lease; ARGV user, info, max, entry, delta
+            // → 1 member added, 0 already a member, -1 channel full
+            presence_join: fenced(
+                "local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+                 if c == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+                 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[5])
+                 redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[5])
+                 if c == 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+                 redis.call('SADD', KEYS[4], ARGV[4])
+                 if c == 0 then return 1 end
+                 return 0",
+            ),
+            // KEYS pres, pinfo, pmem, nodekeys; ARGV user, entry → 1 when the member is gone
+            presence_leave: plain(
+                "local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+                 if mine <= 0 then return 0 end
+                 if mine == 1 then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HINCRBY', KEYS[3], ARGV[1], -1) end
+                 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SREM', KEYS[4], ARGV[2]) end
+                 local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+                 if c <= 0 then
+                   redis.call('HDEL', KEYS[1], ARGV[1])
+                   redis.call('HDEL', KEYS[2], ARGV[1])
+                   return 1
+                 end
+                 return 0",
+            ),
+            // KEYS users, umem, nodekeys, lease; ARGV user, entry, delta → 1 when the user came online
+            user_in: fenced(
+                "local c = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+                 redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[3])
+                 redis.call('SADD', KEYS[3], ARGV[2])
+                 if c == tonumber(ARGV[3]) then return 1 end
+                 return 0",
+            ),
+            // KEYS users, umem; ARGV user → 1 when the user went offline
+            user_out: plain(
+                "local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+                 if mine <= 0 then return 0 end
+                 if mine == 1 then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HINCRBY', KEYS[2], ARGV[1], -1) end
+                 local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+                 if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 1 end
+                 return 0",
+            ),
+            // KEYS conns, nodekeys, lease; ARGV member, limit (-1 none), entry, delta → 1 admitted
+            connect: fenced(
+                "local limit = tonumber(ARGV[2])
+                 if limit >= 0 and sum(KEYS[1]) + tonumber(ARGV[4]) > limit then return 0 end
+                 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[4])
+                 redis.call('SADD', KEYS[2], ARGV[3])
+                 return 1",
+            ),
+            // KEYS conns; ARGV member
+            disconnect: plain(
+                "local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+                 if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+                 return c",
+            ),
+            // KEYS chan, channels; ARGV member, channel → 1 when the channel is now vacated
+            clean_channel: plain(
+                "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+                 redis.call('HDEL', KEYS[1], ARGV[1])
+                 if mine <= 0 then return 0 end
+                 if sum(KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) return 1 end
+                 return 0",
+            ),
+            // KEYS totals, info (may be a dummy), member hash → ids whose total fell to zero
+            clean_hash: plain(
+                "local gone = {}
+                 local kv = redis.call('HGETALL', KEYS[3])
+                 for i = 1, #kv, 2 do
+                   local c = redis.call('HINCRBY', KEYS[1], kv[i], -tonumber(kv[i + 1]))
+                   if c <= 0 then
+                     redis.call('HDEL', KEYS[1], kv[i])
+                     redis.call('HDEL', KEYS[2], kv[i])
+                     table.insert(gone, kv[i])
+                   end
+                 end
+                 redis.call('DEL', KEYS[3])
+                 return gone",
+            ),
+            // KEYS lease, nodes; ARGV member, ttl_ms, now_ms → 0 when the lease is gone (fenced)
+            renew: plain(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+                 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[1])
+                 return 1",
+            ),
+            // KEYS nodes, lease of the stale member; ARGV member, now_ms → 1 for the one claimer
+            claim: plain(
+                "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+                 if not s then return 0 end
+                 if tonumber(s) > tonumber(ARGV[2]) then return 0 end
+                 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+                 redis.call('ZREM', KEYS[1], ARGV[1])
+                 return 1",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_keys_carry_the_app_hash_tag() {
+        for e in [
+            Entry::Channel("1", "presence-a"),
+            Entry::Presence("1", "b"),
+            Entry::Users("2"),
+            Entry::Conns("3"),
+        ] {
+            let encoded = e.encode();
+            assert_eq!(Entry::decode(&encoded).map(|d| d.encode()), Some(encoded));
+        }
+        assert!(Entry::decode("x\n1").is_none());
+        let k = Keys::new("herald");
+        assert_eq!(k.chan("7", "news"), "herald:{7}:chan:news");
+        assert_eq!(k.pmem("7", "presence-a", "pod-1:ab"), "herald:{7}:pmem:presence-a:pod-1:ab");
+    }
+}

@@ -1,0 +1,315 @@
+//! Leases. Each member renews `{prefix}:lease:{member}` (and its score in `{prefix}:nodes`)
+//! every third of the TTL. Live nodes look up members whose score is in the past; the one whose
+//! `claim` script removes the member from `nodes` cleans up after it: takes its counts away,
+//! broadcasts `member_removed`, fires `channel_vacated` / `member_removed` webhooks and watchlist
+//! `offline`. A member that finds its own lease gone (it was cut off and declared dead) never
+//! writes under the old id again: it starts a new incarnation and republishes what it holds.
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands;
+
+use super::keys::Entry;
+use super::{new_member, RedisCluster};
+use crate::cluster::Cluster;
+use crate::protocol::frames;
+use crate::webhooks::WebhookEvent;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisCluster {
+    /// Takes the lease of the current member.
+    pub(super) async fn register(&self) -> redis::RedisResult<()> {
+        let me = self.member();
+        let ttl = self.inner.settings.lease_ttl.as_millis() as u64;
+        let k = &self.inner.keys;
+        redis::pipe()
+            .cmd("SET")
+            .arg(k.lease(&me))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .zadd(k.nodes(), &*me, now_ms() + ttl)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    async fn renew(&self) -> redis::RedisResult<bool> {
+        let me = self.member();
+        let k = &self.inner.keys;
+        let renewed: i64 = self
+            .inner
+            .scripts
+            .renew
+            .key(k.lease(&me))
+            .key(k.nodes())
+            .arg(&*me)
+            .arg(self.inner.settings.lease_ttl.as_millis() as u64)
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Starts a new incarnation, republishes this node's state under it, then removes the old
+    /// one. Counts never pass through zero for what is still here, so nothing flaps.
+    async fn resync(&self) -> redis::RedisResult<()> {
+        let old = self.member();
+        let new = new_member(&self.inner.settings.node_id);
+        if let Ok(mut m) = self.inner.member.write() {
+            *m = new.clone();
+        }
+        if let Err(e) = self.republish().await {
+            if let Ok(mut m) = self.inner.member.write() {
+                *m = old;
+            }
+            return Err(e);
+        }
+        self.cleanup(&old).await?;
+        tracing::info!(member = %new, previous = %old, "rejoined the Redis cluster");
+        Ok(())
+    }
+
+    async fn republish(&self) -> redis::RedisResult<()> {
+        self.register().await?;
+        let me = self.member();
+        let k = &self.inner.keys;
+        let s = &self.inner.scripts;
+        let mut conn = self.conn();
+        self.inner.subscriber.clone().subscribe(k.control()).await?;
+        for app in self.inner.registry.snapshot() {
+            let a = app.app_id.as_str();
+            let hooks_app = self.inner.apps.by_id(a);
+            if app.connections > 0 {
+                let _: i64 = s
+                    .connect
+                    .key(k.conns(a))
+                    .key(k.nodekeys(&me))
+                    .key(k.lease(&me))
+                    .arg(&*me)
+                    .arg(-1)
+                    .arg(Entry::Conns(a).encode())
+                    .arg(app.connections)
+                    .invoke_async(&mut conn)
+                    .await?;
+            }
+            for ch in &app.channels {
+                let c = ch.channel.as_str();
+                self.inner.subscriber.clone().subscribe(k.bus(a, c)).await?;
+                for (member, sockets) in &ch.members {
+                    let info = member.user_info.as_ref().map_or("", |i| i.get());
+                    let added: i64 = s
+                        .presence_join
+                        .key(k.pres(a, c))
+                        .key(k.pinfo(a, c))
+                        .key(k.pmem(a, c, &me))
+                        .key(k.nodekeys(&me))
+                        .key(k.lease(&me))
+                        .arg(&*member.user_id)
+                        .arg(info)
+                        .arg(i64::MAX)
+                        .arg(Entry::Presence(a, c).encode())
+                        .arg(*sockets)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    if added == 1 {
+                        let frame = frames::member_added(c, member.as_ref());
+                        self.broadcast_remote(a, c, &frame, None).await;
+                        if let Some(app) = &hooks_app {
+                            let user_id = member.user_id.to_string();
+                            self.inner
+                                .webhooks
+                                .emit(app, WebhookEvent::MemberAdded { channel: c.into(), user_id });
+                        }
+                    }
+                }
+                let (before, _after): (u64, u64) = s
+                    .join_channel
+                    .key(k.chan(a, c))
+                    .key(k.channels(a))
+                    .key(k.nodekeys(&me))
+                    .key(k.lease(&me))
+                    .arg(&*me)
+                    .arg(c)
+                    .arg(Entry::Channel(a, c).encode())
+                    .arg(ch.subscriptions)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if let (0, Some(app)) = (before, &hooks_app) {
+                    self.inner.webhooks.emit(app, WebhookEvent::ChannelOccupied { channel: c.into() });
+                }
+            }
+            for (user, sockets) in &app.users {
+                let online: i64 = s
+                    .user_in
+                    .key(k.users(a))
+                    .key(k.umem(a, &me))
+                    .key(k.nodekeys(&me))
+                    .key(k.lease(&me))
+                    .arg(&**user)
+                    .arg(Entry::Users(a).encode())
+                    .arg(*sockets)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if online == 1 {
+                    let frame = frames::watchlist_events(&[user], &[]);
+                    self.control(super::bus::watchers(&me, a, user, &frame)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything `member` held, with the transitions that causes.
+    pub(super) async fn cleanup(&self, member: &str) -> redis::RedisResult<()> {
+        let k = &self.inner.keys;
+        let s = &self.inner.scripts;
+        let mut conn = self.conn();
+        let entries: Vec<String> = conn.smembers(k.nodekeys(member)).await?;
+        for raw in &entries {
+            let Some(entry) = Entry::decode(raw) else { continue };
+            match entry {
+                Entry::Channel(a, c) => {
+                    let vacated: i64 = s
+                        .clean_channel
+                        .key(k.chan(a, c))
+                        .key(k.channels(a))
+                        .arg(member)
+                        .arg(c)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    if let (1, Some(app)) = (vacated, self.inner.apps.by_id(a)) {
+                        self.inner.webhooks.emit(&app, WebhookEvent::ChannelVacated { channel: c.into() });
+                    }
+                }
+                Entry::Presence(a, c) => {
+                    let gone: Vec<String> = s
+                        .clean_hash
+                        .key(k.pres(a, c))
+                        .key(k.pinfo(a, c))
+                        .key(k.pmem(a, c, member))
+                        .invoke_async(&mut conn)
+                        .await?;
+                    let app = self.inner.apps.by_id(a);
+                    for user_id in gone {
+                        let frame = frames::member_removed(c, &user_id);
+                        let _ = self.publish(a, c, frame.into(), None).await;
+                        if let Some(app) = &app {
+                            self.inner
+                                .webhooks
+                                .emit(app, WebhookEvent::MemberRemoved { channel: c.into(), user_id });
+                        }
+                    }
+                }
+                Entry::Users(a) => {
+                    let offline: Vec<String> = s
+                        .clean_hash
+                        .key(k.users(a))
+                        .key(k.users(a))
+                        .key(k.umem(a, member))
+                        .invoke_async(&mut conn)
+                        .await?;
+                    for user_id in offline {
+                        let frame = frames::watchlist_events(&[], &[&user_id]);
+                        let _ = self.notify_watchers(a, &user_id, frame.into()).await;
+                    }
+                }
+                Entry::Conns(a) => {
+                    let _: i64 = conn.hdel(k.conns(a), member).await?;
+                }
+            }
+        }
+        redis::pipe()
+            .del(k.nodekeys(member))
+            .ignore()
+            .del(k.lease(member))
+            .ignore()
+            .zrem(k.nodes(), member)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        self.inner.metrics.cleanups.inc();
+        Ok(())
+    }
+
+    /// Claims and cleans up members whose lease ran out.
+    async fn reap(&self) -> redis::RedisResult<()> {
+        let k = &self.inner.keys;
+        let me = self.member();
+        let stale: Vec<String> = self.conn().zrangebyscore(k.nodes(), "-inf", now_ms()).await?;
+        for member in stale.into_iter().filter(|m| **m != *me) {
+            let claimed: i64 = self
+                .inner
+                .scripts
+                .claim
+                .key(k.nodes())
+                .key(k.lease(&member))
+                .arg(&member)
+                .arg(now_ms())
+                .invoke_async(&mut self.conn())
+                .await?;
+            if claimed == 1 {
+                tracing::warn!(dead = %member, "lease expired: cleaning up after a dead node");
+                self.cleanup(&member).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease, resyncs after trouble, reaps dead members; until the cluster stops.
+pub(super) async fn run(cluster: RedisCluster) {
+    let inner = &cluster.inner;
+    let mut tick = tokio::time::interval(inner.settings.lease_ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.stopped.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !inner.needs_resync.load(Ordering::Acquire) {
+            match cluster.renew().await {
+                Ok(true) => {
+                    inner.metrics.lease_renewals.inc();
+                }
+                Ok(false) => {
+                    tracing::warn!(member = %cluster.member(), "lease lost: this node was declared dead; rejoining");
+                    inner.healthy.store(false, Ordering::Release);
+                    inner.needs_resync.store(true, Ordering::Release);
+                }
+                Err(e) => cluster.degrade("renew lease", &e),
+            }
+        }
+        if inner.needs_resync.load(Ordering::Acquire) {
+            match cluster.resync().await {
+                Ok(()) => {
+                    inner.needs_resync.store(false, Ordering::Release);
+                    inner.healthy.store(true, Ordering::Release);
+                }
+                Err(e) => {
+                    inner.metrics.redis_errors.inc();
+                    tracing::debug!(error = %e, "resync failed; retrying");
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = cluster.reap().await {
+            cluster.degrade("reap", &e);
+        }
+    }
+}
+
+/// Graceful shutdown: stop renewing and remove this member at once.
+pub(super) async fn release(cluster: &RedisCluster) {
+    cluster.inner.stopped.cancel();
+    let me = cluster.member();
+    match cluster.cleanup(&me).await {
+        Ok(()) => tracing::info!(member = %me, "left the Redis cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not release the lease; it will expire"),
+    }
+}
