@@ -63,12 +63,20 @@ struct Inner {
     member: RwLock<Arc<str>>,
     healthy: AtomicBool,
     needs_resync: AtomicBool,
+    /// Count-changing socket operations hold it shared; a resync holds it exclusively while it
+    /// republishes, so no join or leave is counted twice or lost in between.
+    gate: tokio::sync::RwLock<()>,
+    /// The dataset epoch this node last saw (see [`Keys::epoch`]).
+    epoch: RwLock<String>,
     apps: Arc<dyn AppStore>,
     webhooks: Webhooks,
     metrics: Arc<Metrics>,
     /// Cancelled on graceful shutdown: the lease and bus tasks end.
     stopped: CancellationToken,
 }
+
+/// The longest a Redis call may take before the node treats Redis as unavailable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn new_member(node_id: &str) -> Arc<str> {
     format!("{node_id}:{:016x}", rand::random::<u64>()).into()
@@ -95,9 +103,17 @@ impl RedisCluster {
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<RedisCluster> {
         let client = redis::Client::open(resp3(&settings.url))?;
-        let conn = client.get_connection_manager().await?;
+        // Bounded waits: a socket task must never hang on an unreachable Redis.
+        let bounded = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(REDIS_TIMEOUT)
+        };
+        let conn = client.get_connection_manager_with_config(bounded()).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new().set_push_sender(tx).set_automatic_resubscription();
+        let config = bounded().set_push_sender(tx).set_automatic_resubscription();
         let subscriber = client.get_connection_manager_with_config(config).await?;
         let keys = Keys::new(&settings.prefix);
         let member = new_member(&settings.node_id);
@@ -110,6 +126,8 @@ impl RedisCluster {
                 subscriber,
                 member: RwLock::new(member),
                 healthy: AtomicBool::new(true),
+                epoch: RwLock::new(String::new()),
+                gate: tokio::sync::RwLock::new(()),
                 needs_resync: AtomicBool::new(false),
                 apps,
                 webhooks,
@@ -119,6 +137,8 @@ impl RedisCluster {
             }),
         };
         cluster.register().await?;
+        let (_, epoch) = cluster.current_epoch().await?;
+        cluster.remember_epoch(epoch);
         let control = cluster.inner.keys.control();
         cluster.inner.subscriber.clone().subscribe(&control).await?;
         tokio::spawn(bus::run(cluster.clone(), rx));
@@ -131,20 +151,37 @@ impl RedisCluster {
         self.inner.member.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The connection of the lease task: always tries Redis.
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
 
-    /// Records a Redis failure: this node now answers for itself only until a resync.
+    /// The connection of socket and API operations: fails at once while degraded, so no socket
+    /// ever waits on an unreachable Redis.
+    fn live(&self) -> Live {
+        Live { conn: self.inner.conn.clone(), offline: self.offline() }
+    }
+
+    /// While degraded, socket operations skip Redis entirely and use this node's registry;
+    /// the lease task probes Redis and resyncs.
+    fn offline(&self) -> bool {
+        self.inner.needs_resync.load(Ordering::Acquire)
+    }
+
+    /// Records a Redis failure: this node now answers for itself only until the lease task
+    /// resyncs. Counted once per episode.
     fn degrade(&self, what: &str, error: &redis::RedisError) {
-        self.inner.metrics.redis_errors.inc();
-        if self.inner.healthy.swap(false, Ordering::AcqRel) {
+        self.inner.healthy.store(false, Ordering::Release);
+        if !self.inner.needs_resync.swap(true, Ordering::AcqRel) {
+            self.inner.metrics.redis_errors.inc();
             tracing::warn!(%error, what, "Redis unavailable: serving local sockets only, not ready");
         }
-        self.inner.needs_resync.store(true, Ordering::Release);
     }
 
     async fn subscribe_bus(&self, app_id: &str, channel: &str) {
+        if self.offline() {
+            return; // the resync subscribes to every local channel
+        }
         let name = self.inner.keys.bus(app_id, channel);
         if let Err(e) = self.inner.subscriber.clone().subscribe(&name).await {
             self.degrade("subscribe", &e);
@@ -152,6 +189,9 @@ impl RedisCluster {
     }
 
     async fn unsubscribe_bus(&self, app_id: &str, channel: &str) {
+        if self.offline() {
+            return;
+        }
         let name = self.inner.keys.bus(app_id, channel);
         if let Err(e) = self.inner.subscriber.clone().unsubscribe(&name).await {
             self.degrade("unsubscribe", &e);
@@ -167,7 +207,7 @@ impl RedisCluster {
     ) -> redis::RedisResult<Result<(bool, bool, u64), AddError>> {
         let k = &self.inner.keys;
         let me = self.member();
-        let mut conn = self.conn();
+        let mut conn = self.live();
         let mut member_added = false;
         if let Some(m) = member {
             let info = m.user_info.as_ref().map_or("", |i| i.get());
@@ -217,7 +257,7 @@ impl RedisCluster {
     ) -> redis::RedisResult<(bool, bool, u64)> {
         let k = &self.inner.keys;
         let me = self.member();
-        let mut conn = self.conn();
+        let mut conn = self.live();
         let mut member_removed = false;
         if let Some(user) = user_id {
             let gone: i64 = self
@@ -253,14 +293,14 @@ impl RedisCluster {
     async fn broadcast_remote(&self, app_id: &str, channel: &str, frame: &str, except: Option<&str>) {
         let payload = bus::encode(&self.member(), except, frame);
         let result: redis::RedisResult<i64> =
-            self.conn().publish(self.inner.keys.bus(app_id, channel), payload).await;
+            self.live().publish(self.inner.keys.bus(app_id, channel), payload).await;
         if let Err(e) = result {
             self.degrade("publish", &e);
         }
     }
 
     async fn control(&self, message: String) {
-        let result: redis::RedisResult<i64> = self.conn().publish(self.inner.keys.control(), message).await;
+        let result: redis::RedisResult<i64> = self.live().publish(self.inner.keys.control(), message).await;
         if let Err(e) = result {
             self.degrade("publish control", &e);
         }
@@ -273,9 +313,45 @@ fn member_from(user_id: String, info: String) -> Member {
     Member { user_id: user_id.into(), user_info }
 }
 
+/// A connection that refuses at once while the node is degraded.
+struct Live {
+    conn: ConnectionManager,
+    offline: bool,
+}
+
+fn offline_error() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "Redis skipped until this node resyncs"))
+}
+
+impl redis::aio::ConnectionLike for Live {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        if self.offline {
+            return Box::pin(async { Err(offline_error()) });
+        }
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        if self.offline {
+            return Box::pin(async { Err(offline_error()) });
+        }
+        self.conn.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
 #[async_trait]
 impl Cluster for RedisCluster {
     async fn connect(&self, app_id: &str, limit: Option<u64>) -> Result<bool, ClusterError> {
+        let _gate = self.inner.gate.read().await;
         let k = &self.inner.keys;
         let me = self.member();
         let result: redis::RedisResult<i64> = self
@@ -289,7 +365,7 @@ impl Cluster for RedisCluster {
             .arg(limit.map_or(-1, |l| l as i64))
             .arg(Entry::Conns(app_id).encode())
             .arg(1)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.live())
             .await;
         match result {
             Ok(0) => Ok(false),
@@ -302,6 +378,7 @@ impl Cluster for RedisCluster {
     }
 
     async fn disconnect(&self, app_id: &str) -> Result<(), ClusterError> {
+        let _gate = self.inner.gate.read().await;
         self.inner.registry.connection_closed(app_id);
         let result: redis::RedisResult<i64> = self
             .inner
@@ -309,7 +386,7 @@ impl Cluster for RedisCluster {
             .disconnect
             .key(self.inner.keys.conns(app_id))
             .arg(&*self.member())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.live())
             .await;
         if let Err(e) = result {
             self.degrade("disconnect", &e);
@@ -325,6 +402,7 @@ impl Cluster for RedisCluster {
         member: Option<Member>,
         max_members: usize,
     ) -> Result<Joined, JoinError> {
+        let _gate = self.inner.gate.read().await;
         let remote = self.try_join(app_id, channel, member.as_ref(), max_members).await;
         let local_max = if matches!(remote, Ok(Ok(_))) { usize::MAX } else { max_members };
         let added = match &remote {
@@ -351,6 +429,7 @@ impl Cluster for RedisCluster {
     }
 
     async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Result<Left, ClusterError> {
+        let _gate = self.inner.gate.read().await;
         let removed = self.inner.registry.remove(app_id, channel, socket_id);
         let user_id = removed.user_id.clone();
         if !removed.was_subscribed {
@@ -395,7 +474,7 @@ impl Cluster for RedisCluster {
         let result: redis::RedisResult<(Vec<u64>, u64)> = redis::pipe()
             .hvals(k.chan(app_id, channel))
             .hlen(k.pres(app_id, channel))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.live())
             .await;
         match result {
             Ok((counts, users)) => {
@@ -414,7 +493,7 @@ impl Cluster for RedisCluster {
         prefix: Option<&str>,
     ) -> Result<Vec<(String, ChannelStats)>, ClusterError> {
         let k = &self.inner.keys;
-        let listed: redis::RedisResult<Vec<String>> = self.conn().smembers(k.channels(app_id)).await;
+        let listed: redis::RedisResult<Vec<String>> = self.live().smembers(k.channels(app_id)).await;
         let names: Vec<String> = match listed {
             Ok(all) => all.into_iter().filter(|c| prefix.is_none_or(|p| c.starts_with(p))).collect(),
             Err(e) => {
@@ -435,7 +514,7 @@ impl Cluster for RedisCluster {
 
     async fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, ClusterError> {
         let result: redis::RedisResult<Vec<(String, String)>> =
-            self.conn().hgetall(self.inner.keys.pinfo(app_id, channel)).await;
+            self.live().hgetall(self.inner.keys.pinfo(app_id, channel)).await;
         match result {
             Ok(pairs) => Ok(pairs.into_iter().map(|(id, info)| member_from(id, info)).collect()),
             Err(e) => {
@@ -446,6 +525,7 @@ impl Cluster for RedisCluster {
     }
 
     async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Result<bool, ClusterError> {
+        let _gate = self.inner.gate.read().await;
         let local_first = self.inner.registry.sign_in(app_id, user_id, outbox);
         let k = &self.inner.keys;
         let me = self.member();
@@ -460,7 +540,7 @@ impl Cluster for RedisCluster {
             .arg(&**user_id)
             .arg(Entry::Users(app_id).encode())
             .arg(1)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.live())
             .await;
         match result {
             Ok(first) => Ok(first == 1),
@@ -472,6 +552,7 @@ impl Cluster for RedisCluster {
     }
 
     async fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> Result<bool, ClusterError> {
+        let _gate = self.inner.gate.read().await;
         let local_last = self.inner.registry.sign_out(app_id, user_id, socket_id);
         let k = &self.inner.keys;
         let result: redis::RedisResult<i64> = self
@@ -481,7 +562,7 @@ impl Cluster for RedisCluster {
             .key(k.users(app_id))
             .key(k.umem(app_id, &self.member()))
             .arg(user_id)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.live())
             .await;
         match result {
             Ok(last) => Ok(last == 1),
@@ -496,7 +577,7 @@ impl Cluster for RedisCluster {
         let ids: Vec<&str> = user_ids.iter().map(|u| &**u).collect();
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.inner.keys.users(app_id)).arg(&ids);
-        let result: redis::RedisResult<Vec<Option<i64>>> = cmd.query_async(&mut self.conn()).await;
+        let result: redis::RedisResult<Vec<Option<i64>>> = cmd.query_async(&mut self.live()).await;
         match result {
             Ok(counts) => Ok(counts.into_iter().map(|c| c.unwrap_or(0) > 0).collect()),
             Err(e) => {
@@ -547,7 +628,7 @@ impl Cluster for RedisCluster {
     ) -> Result<(), ClusterError> {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let result: redis::RedisResult<()> =
-            self.conn().pset_ex(self.inner.keys.cache(app_id, channel), frame.as_str(), ms).await;
+            self.live().pset_ex(self.inner.keys.cache(app_id, channel), frame.as_str(), ms).await;
         if let Err(e) = result {
             self.degrade("cache set", &e);
         }
@@ -556,7 +637,7 @@ impl Cluster for RedisCluster {
 
     async fn cache_get(&self, app_id: &str, channel: &str) -> Result<Option<Utf8Bytes>, ClusterError> {
         let result: redis::RedisResult<Option<String>> =
-            self.conn().get(self.inner.keys.cache(app_id, channel)).await;
+            self.live().get(self.inner.keys.cache(app_id, channel)).await;
         match result {
             Ok(hit) => Ok(hit.map(Utf8Bytes::from)),
             Err(e) => {

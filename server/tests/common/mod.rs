@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod nodes;
+
 use futures_util::{SinkExt, StreamExt};
 use herald_server::signing;
 use herald_server::{Config, Server};

@@ -64,6 +64,11 @@ impl Keys {
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
+    /// STRING: a random value set once per Redis dataset; a different one means Redis lost
+    /// its data (restarted empty) rather than this node being declared dead.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
     /// Pub/sub channel of one Pusher channel.
     pub fn bus(&self, app: &str, ch: &str) -> String {
         format!("{}:bus:{app}:{ch}", self.prefix)

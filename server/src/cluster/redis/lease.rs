@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 
 use super::keys::Entry;
 use super::{new_member, RedisCluster};
+use crate::channels::AppSnapshot;
 use crate::cluster::Cluster;
 use crate::protocol::frames;
 use crate::webhooks::WebhookEvent;
@@ -39,6 +40,28 @@ impl RedisCluster {
             .await
     }
 
+    /// Reads (creating it if missing) the dataset epoch, and whether it is the one this node
+    /// saw before, i.e. Redis kept its data. [`RedisCluster::remember_epoch`] records it.
+    pub(super) async fn current_epoch(&self) -> redis::RedisResult<(bool, String)> {
+        let key = self.inner.keys.epoch();
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        let (epoch,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .get(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        let seen = self.inner.epoch.read().unwrap_or_else(|p| p.into_inner());
+        Ok((*seen == epoch, epoch))
+    }
+
+    pub(super) fn remember_epoch(&self, epoch: String) {
+        *self.inner.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
+    }
+
     async fn renew(&self) -> redis::RedisResult<bool> {
         let me = self.member();
         let k = &self.inner.keys;
@@ -59,30 +82,53 @@ impl RedisCluster {
     /// Starts a new incarnation, republishes this node's state under it, then removes the old
     /// one. Counts never pass through zero for what is still here, so nothing flaps.
     async fn resync(&self) -> redis::RedisResult<()> {
+        let _gate = self.inner.gate.write().await;
+        // Everything that can fail without writing goes first: a half-done resync would leave
+        // a partial incarnation behind for others to reap, with spurious transitions.
+        redis::cmd("PING").query_async::<()>(&mut self.conn()).await?;
+        let snapshot = self.inner.registry.snapshot();
+        let mut subscriber = self.inner.subscriber.clone();
+        subscriber.subscribe(self.inner.keys.control()).await?;
+        for app in &snapshot {
+            for ch in &app.channels {
+                subscriber.subscribe(self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
+            }
+        }
+        // Redis kept its data: others may have cleaned our old incarnation up and told clients
+        // and webhooks; what we republish is then news to them. Redis restarted empty: the
+        // republish restores state nobody saw disappear, so it announces nothing.
+        let (announce, epoch) = self.current_epoch().await?;
         let old = self.member();
         let new = new_member(&self.inner.settings.node_id);
-        if let Ok(mut m) = self.inner.member.write() {
-            *m = new.clone();
-        }
-        if let Err(e) = self.republish().await {
-            if let Ok(mut m) = self.inner.member.write() {
-                *m = old;
-            }
+        self.set_member(new.clone());
+        // Socket operations wait on the gate; let this task's own broadcasts through.
+        self.inner.needs_resync.store(false, Ordering::Release);
+        if let Err(e) = self.republish(&snapshot, announce).await {
+            let _ = self.cleanup(&new).await;
+            self.set_member(old);
+            self.inner.needs_resync.store(true, Ordering::Release);
             return Err(e);
         }
-        self.cleanup(&old).await?;
+        self.remember_epoch(epoch);
+        if let Err(e) = self.cleanup(&old).await {
+            // The old incarnation's lease expires and another node (or we) reap it.
+            tracing::warn!(error = %e, previous = %old, "could not remove the previous incarnation yet");
+        }
         tracing::info!(member = %new, previous = %old, "rejoined the Redis cluster");
         Ok(())
     }
 
-    async fn republish(&self) -> redis::RedisResult<()> {
+    fn set_member(&self, member: std::sync::Arc<str>) {
+        *self.inner.member.write().unwrap_or_else(|p| p.into_inner()) = member;
+    }
+
+    async fn republish(&self, snapshot: &[AppSnapshot], announce: bool) -> redis::RedisResult<()> {
         self.register().await?;
         let me = self.member();
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
         let mut conn = self.conn();
-        self.inner.subscriber.clone().subscribe(k.control()).await?;
-        for app in self.inner.registry.snapshot() {
+        for app in snapshot {
             let a = app.app_id.as_str();
             let hooks_app = self.inner.apps.by_id(a);
             if app.connections > 0 {
@@ -100,7 +146,6 @@ impl RedisCluster {
             }
             for ch in &app.channels {
                 let c = ch.channel.as_str();
-                self.inner.subscriber.clone().subscribe(k.bus(a, c)).await?;
                 for (member, sockets) in &ch.members {
                     let info = member.user_info.as_ref().map_or("", |i| i.get());
                     let added: i64 = s
@@ -117,7 +162,7 @@ impl RedisCluster {
                         .arg(*sockets)
                         .invoke_async(&mut conn)
                         .await?;
-                    if added == 1 {
+                    if added == 1 && announce {
                         let frame = frames::member_added(c, member.as_ref());
                         self.broadcast_remote(a, c, &frame, None).await;
                         if let Some(app) = &hooks_app {
@@ -140,7 +185,7 @@ impl RedisCluster {
                     .arg(ch.subscriptions)
                     .invoke_async(&mut conn)
                     .await?;
-                if let (0, Some(app)) = (before, &hooks_app) {
+                if let (0, true, Some(app)) = (before, announce, &hooks_app) {
                     self.inner.webhooks.emit(app, WebhookEvent::ChannelOccupied { channel: c.into() });
                 }
             }
@@ -156,7 +201,7 @@ impl RedisCluster {
                     .arg(*sockets)
                     .invoke_async(&mut conn)
                     .await?;
-                if online == 1 {
+                if online == 1 && announce {
                     let frame = frames::watchlist_events(&[user], &[]);
                     self.control(super::bus::watchers(&me, a, user, &frame)).await;
                 }
@@ -170,7 +215,13 @@ impl RedisCluster {
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
         let mut conn = self.conn();
-        let entries: Vec<String> = conn.smembers(k.nodekeys(member)).await?;
+        let mut entries: Vec<String> = conn.smembers(k.nodekeys(member)).await?;
+        // Counts first, announcements after: whoever reacts to a member_removed must already
+        // see the dead member's subscriptions gone.
+        entries.sort_by_key(|e| match e.as_bytes().first() {
+            Some(b'c') | Some(b'n') => 0,
+            _ => 1,
+        });
         for raw in &entries {
             let Some(entry) = Entry::decode(raw) else { continue };
             match entry {

@@ -1,0 +1,255 @@
+//! Three herald-server processes on one real Redis behave as one server: cross-node delivery,
+//! cluster-wide presence and queries, exactly-once webhooks, cleanup after `kill -9` within the
+//! lease bound, and convergence after Redis restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nodes::{Node, Redis};
+use common::*;
+use serde_json::{json, Value};
+
+fn data_of(frame: &Value) -> Value {
+    match &frame["data"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+        other => other.clone(),
+    }
+}
+
+async fn three(redis: &Redis, extra: &[&str]) -> (Node, Node, Node) {
+    (
+        Node::spawn(redis, "n1", extra).await,
+        Node::spawn(redis, "n2", extra).await,
+        Node::spawn(redis, "n3", extra).await,
+    )
+}
+
+#[tokio::test]
+async fn events_triggered_on_any_node_reach_every_node_once_with_exclusion() {
+    let redis = Redis::start().await;
+    let (n1, n2, n3) = three(&redis, &[]).await;
+    let mut a = connect(n1.addr).await;
+    let mut b = connect(n2.addr).await;
+    let mut c = connect(n3.addr).await;
+    for client in [&mut a, &mut b, &mut c] {
+        client.subscribe("news").await;
+    }
+    let api = Api::new(n1.addr);
+    let (status, _) = api
+        .post(
+            &format!("/apps/{APP_ID}/events"),
+            json!({"name":"e","data":"1","channel":"news","socket_id":b.socket_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.next().await["data"], "1");
+    assert_eq!(c.next().await["data"], "1");
+    for client in [&mut a, &mut b, &mut c] {
+        client.assert_silent(Duration::from_millis(300)).await;
+    }
+    // Client events cross nodes too, never back to the sender.
+    a.subscribe("private-chat").await;
+    c.subscribe("private-chat").await;
+    a.send(json!({"event":"client-hi","channel":"private-chat","data":{"from":"a"}})).await;
+    assert_eq!(c.next().await["event"], "client-hi");
+    a.assert_silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn presence_is_cluster_wide_and_a_user_on_two_nodes_counts_once() {
+    let redis = Redis::start().await;
+    let (n1, n2, n3) = three(&redis, &[]).await;
+    let mut alice1 = connect(n1.addr).await;
+    let mut alice2 = connect(n2.addr).await;
+    let mut bob = connect(n3.addr).await;
+    alice1.join("presence-room", "alice", json!({"n":1})).await;
+    let second = alice2.join("presence-room", "alice", json!({"n":1})).await;
+    assert_eq!(data_of(&second)["presence"]["count"], 1);
+    alice1.assert_silent(Duration::from_millis(300)).await;
+    let joined = bob.join("presence-room", "bob", json!({})).await;
+    let p = &data_of(&joined)["presence"];
+    assert_eq!(p["count"], 2);
+    assert_eq!(p["hash"]["alice"], json!({"n":1}));
+    for alice in [&mut alice1, &mut alice2] {
+        let added = alice.next().await;
+        assert_eq!(
+            (added["event"].as_str(), data_of(&added)["user_id"].as_str()),
+            (Some("pusher_internal:member_added"), Some("bob"))
+        );
+        alice.assert_silent(Duration::from_millis(200)).await;
+    }
+    drop(alice1);
+    bob.assert_silent(Duration::from_millis(500)).await;
+    drop(alice2);
+    let removed = bob.next().await;
+    assert_eq!(removed["event"], "pusher_internal:member_removed");
+    assert_eq!(data_of(&removed)["user_id"], "alice");
+    bob.assert_silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn http_queries_answer_for_the_whole_cluster() {
+    let redis = Redis::start().await;
+    let (n1, n2, n3) = three(&redis, &[]).await;
+    let mut a = connect(n1.addr).await;
+    let mut b = connect(n2.addr).await;
+    a.join("presence-q", "u1", json!({})).await;
+    b.join("presence-q", "u2", json!({})).await;
+    b.subscribe("public-q").await;
+    let api = Api::new(n3.addr);
+    let (_, info) = api
+        .get(&format!("/apps/{APP_ID}/channels/presence-q"), &[("info", "user_count,subscription_count")])
+        .await;
+    assert_eq!(info, json!({"occupied":true,"user_count":2,"subscription_count":2}));
+    let (_, list) = api.get(&format!("/apps/{APP_ID}/channels"), &[]).await;
+    assert_eq!(list, json!({"channels":{"presence-q":{},"public-q":{}}}));
+    let (_, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-q/users"), &[]).await;
+    let mut ids: Vec<&str> =
+        users["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["u1", "u2"]);
+}
+
+#[tokio::test]
+async fn occupied_and_vacated_webhooks_fire_exactly_once_across_three_nodes() {
+    let redis = Redis::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let (n1, n2, n3) = three(&redis, &["--app-webhook-url", &rx.url]).await;
+    let mut clients = Vec::new();
+    for node in [&n1, &n2, &n3] {
+        for _ in 0..2 {
+            let mut c = connect(node.addr).await;
+            c.join("presence-hooks", &format!("user-{}", clients.len() % 2), json!({})).await;
+            clients.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(clients);
+    let events = rx
+        .wait_for(Duration::from_secs(10), |e| {
+            e.iter().filter(|x| x["name"] == "channel_vacated").count() >= 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let events = if rx.events().len() > events.len() { rx.events() } else { events };
+    let count = |name: &str| events.iter().filter(|e| e["name"] == name).count();
+    assert_eq!(count("channel_occupied"), 1, "{events:?}");
+    assert_eq!(count("channel_vacated"), 1, "{events:?}");
+    assert_eq!(count("member_added"), 2, "{events:?}");
+    assert_eq!(count("member_removed"), 2, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_node_killed_with_sigkill_leaves_no_ghost_member_or_occupied_channel() {
+    let redis = Redis::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let (mut n1, n2, _n3) = three(&redis, &["--app-webhook-url", &rx.url]).await;
+    let mut ghost = connect(n1.addr).await;
+    ghost.join("presence-k", "ghost", json!({})).await;
+    ghost.subscribe("only-on-n1").await;
+    let mut bob = connect(n2.addr).await;
+    bob.join("presence-k", "bob", json!({})).await;
+    rx.wait_for(WAIT, |e| e.iter().filter(|x| x["name"] == "member_added").count() == 2).await;
+    let killed = Instant::now();
+    n1.kill9().await;
+    let removed =
+        tokio::time::timeout(Duration::from_secs(12), bob.next()).await.expect("member_removed arrives");
+    assert_eq!(removed["event"], "pusher_internal:member_removed");
+    assert_eq!(data_of(&removed)["user_id"], "ghost");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(9), "cleanup took {took:?} with a 3 s lease");
+    let api = Api::new(n2.addr);
+    let (_, info) = api
+        .get(&format!("/apps/{APP_ID}/channels/presence-k"), &[("info", "user_count,subscription_count")])
+        .await;
+    assert_eq!(info, json!({"occupied":true,"user_count":1,"subscription_count":1}));
+    let (_, gone) = api.get(&format!("/apps/{APP_ID}/channels/only-on-n1"), &[]).await;
+    assert_eq!(gone, json!({"occupied":false}));
+    let events = rx
+        .wait_for(Duration::from_secs(8), |e| {
+            e.contains(&json!({"name":"member_removed","channel":"presence-k","user_id":"ghost"}))
+                && e.contains(&json!({"name":"channel_vacated","channel":"only-on-n1"}))
+        })
+        .await;
+    assert_eq!(
+        events.iter().filter(|e| e["name"] == "member_removed").count(),
+        1,
+        "exactly once: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_cleans_up_at_once() {
+    let redis = Redis::start().await;
+    let mut n1 = Node::spawn(&redis, "n1", &[]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    let mut leaving = connect(n1.addr).await;
+    leaving.join("presence-g", "leaver", json!({})).await;
+    let mut bob = connect(n2.addr).await;
+    bob.join("presence-g", "bob", json!({})).await;
+    let started = Instant::now();
+    assert_eq!(n1.terminate().await, Some(0));
+    assert_eq!(leaving.close_code().await, Some(4200));
+    let removed = bob.next().await;
+    assert_eq!(data_of(&removed)["user_id"], "leaver");
+    assert!(started.elapsed() < Duration::from_secs(3), "no waiting for the lease");
+}
+
+#[tokio::test]
+async fn after_redis_restarts_the_cluster_converges_without_clients_reconnecting() {
+    let mut redis = Redis::start().await;
+    let n1 = Node::spawn(&redis, "n1", &[]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    let mut alice = connect(n1.addr).await;
+    let mut alice_peer = connect(n1.addr).await;
+    let mut bob = connect(n2.addr).await;
+    alice.join("presence-r", "alice", json!({})).await;
+    bob.join("presence-r", "bob", json!({})).await;
+    assert_eq!(alice.next().await["event"], "pusher_internal:member_added");
+    alice.subscribe("private-local").await;
+    alice_peer.subscribe("private-local").await;
+
+    redis.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n1.ready().await == 200 && Instant::now() < deadline {
+        // A client event touches Redis; the failure is noticed at once.
+        alice.send(json!({"event":"client-ping","channel":"private-local","data":{}})).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n1.ready().await, 503, "not ready while Redis is away");
+    let (status, _) = Api::new(n1.addr).trigger(&["presence-r"], "e", "d").await;
+    assert_eq!(status, 503, "the HTTP API says it cannot answer for the cluster");
+    // Local sockets keep working.
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(300), futures_util::StreamExt::next(&mut alice_peer.ws))
+            .await
+    {}
+    alice.send(json!({"event":"client-local","channel":"private-local","data":{}})).await;
+    assert_eq!(alice_peer.next().await["event"], "client-local");
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (n1.ready().await != 200 || n2.ready().await != 200) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((n1.ready().await, n2.ready().await), (200, 200), "both nodes ready again");
+    let api = Api::new(n2.addr);
+    let (_, info) = api
+        .get(&format!("/apps/{APP_ID}/channels/presence-r"), &[("info", "user_count,subscription_count")])
+        .await;
+    assert_eq!(info, json!({"occupied":true,"user_count":2,"subscription_count":2}), "state republished");
+    // Nobody was told anyone left or came back: nothing changed for them.
+    for c in [&mut alice, &mut bob] {
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(300), futures_util::StreamExt::next(&mut c.ws)).await
+        {
+            let text = m.into_text().unwrap_or_default();
+            assert!(!text.contains("member_"), "unexpected {text}");
+        }
+    }
+    // Cross-node delivery works again, without reconnecting.
+    assert_eq!(api.trigger(&["presence-r"], "after", "x").await.0, 200);
+    assert_eq!(alice.next().await["event"], "after");
+    assert_eq!(bob.next().await["event"], "after");
+}

@@ -1,0 +1,152 @@
+//! Multi-process harness: a real `redis-server` on a free port, and `herald-server` processes
+//! (the built binary) joined to it, so a node can be killed with SIGKILL like a crashed pod.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A redis-server without persistence, killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = free_port();
+        let mut r = Redis { child: None, port };
+        r.launch().await;
+        r
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (./scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").await.is_ok()
+                    && s.read_exact(&mut buf).await.is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: Redis goes away with all its data.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.launch().await;
+    }
+}
+
+/// One herald-server process of the cluster.
+pub struct Node {
+    child: Child,
+    pub addr: SocketAddr,
+    pub ops: SocketAddr,
+}
+
+impl Node {
+    /// Starts a node with the dev app credentials of the in-process tests, a 3 s lease, and
+    /// `extra` flags.
+    pub async fn spawn(redis: &Redis, node_id: &str, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald-server"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
+            .args([
+                "--cluster",
+                "redis",
+                "--redis-url",
+                &redis.url(),
+                "--node-id",
+                node_id,
+                "--lease-ttl",
+                "3",
+            ])
+            .args(["--app-id", super::APP_ID, "--app-key", super::KEY, "--app-secret", super::SECRET])
+            .arg("--app-client-events")
+            .args(extra)
+            .env("HERALD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn herald-server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut ops) = (None, None);
+        let read = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("ws://").nth(1) {
+                    addr = rest.split('/').next().and_then(|a| a.parse().ok());
+                }
+                if let Some(rest) = line.split("http://").nth(1).filter(|_| line.contains("/healthz")) {
+                    ops = rest.split('/').next().and_then(|a| a.parse().ok());
+                }
+                if addr.is_some() && ops.is_some() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read).await.expect("node printed its addresses");
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node { child, addr: addr.expect("ws address"), ops: ops.expect("ops address") }
+    }
+
+    /// SIGKILL, like a crashed pod: no goodbye.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM: graceful shutdown. Returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.ok()?.ok()?.code()
+    }
+
+    pub async fn ready(&self) -> u16 {
+        match reqwest::get(format!("http://{}/readyz", self.ops)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+}
