@@ -175,3 +175,24 @@ export async function eventually(fn, ms = 8000, what = 'condition') {
     await sleep(50);
   }
 }
+
+/** A throwaway redis-server on a free port (killed by `stop`). */
+export async function startRedis() {
+  const { createServer } = await import('node:net');
+  const port = await new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const { connect } = await import('node:net');
+  await eventually(() => child.exitCode === null && port, 2000, 'redis-server');
+  for (let i = 0; i < 50; i += 1) {
+    const ok = await new Promise((resolve) => {
+      const c = connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) break;
+    await sleep(100);
+  }
+  return { url: `redis://127.0.0.1:${port}/0`, stop: () => child.kill('SIGKILL') };
+}

@@ -32,9 +32,25 @@ pub struct TestServer {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// With `HERALD_TEST_REDIS_URL` set, every in-process server runs on the Redis backend (each
+/// with its own key prefix), so the same behaviour tests cover both `Cluster` implementations.
+fn with_backend(mut config: Config) -> Config {
+    if let Ok(url) = std::env::var("HERALD_TEST_REDIS_URL") {
+        let id = format!("{:08x}", rand::random::<u32>());
+        config.settings.cluster =
+            herald_server::config::ClusterMode::Redis(herald_server::cluster::RedisSettings {
+                url,
+                node_id: format!("test-{id}"),
+                lease_ttl: Duration::from_secs(3),
+                prefix: format!("herald-test-{id}"),
+            });
+    }
+    config
+}
+
 /// Starts the server with `config` (use [`Config::for_tests`] and adjust).
 pub async fn start_server(config: Config) -> TestServer {
-    let server = Server::bind(&config).await.expect("bind");
+    let server = Server::bind(&with_backend(config)).await.expect("bind");
     let addr = server.local_addr().unwrap();
     let ops = server.ops_addr().unwrap();
     let shutdown = server.shutdown_token();
@@ -321,7 +337,7 @@ pub async fn start_server_with(
     config: Config,
     hooks: herald_server::webhooks::WebhookSettings,
 ) -> TestServer {
-    let server = Server::bind_with(&config, hooks).await.expect("bind");
+    let server = Server::bind_with(&with_backend(config), hooks).await.expect("bind");
     let addr = server.local_addr().unwrap();
     let ops = server.ops_addr().unwrap();
     let shutdown = server.shutdown_token();
