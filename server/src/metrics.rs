@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +108,8 @@ pub struct Metrics {
     pub lease_renewals: Counter,
     /// Cleanups performed (of dead nodes, of this node's previous incarnation, on shutdown).
     pub cleanups: Counter,
+    /// Round-trip time of the lease renewal, a steady sample of Redis latency.
+    pub redis_latency: Histogram,
 }
 
 impl Metrics {
@@ -133,6 +136,7 @@ impl Metrics {
             redis_errors: Counter::default(),
             lease_renewals: Counter::default(),
             cleanups: Counter::default(),
+            redis_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register("connected", "Open WebSocket connections", m.connected.clone());
@@ -162,6 +166,11 @@ impl Metrics {
         registry.register("redis_errors", "Redis commands that failed", m.redis_errors.clone());
         registry.register("lease_renewals", "Lease renewals of this node", m.lease_renewals.clone());
         registry.register("cleanups", "Cluster cleanups performed", m.cleanups.clone());
+        registry.register(
+            "redis_latency_seconds",
+            "Round-trip time of lease renewals",
+            m.redis_latency.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 

@@ -253,3 +253,58 @@ async fn after_redis_restarts_the_cluster_converges_without_clients_reconnecting
     assert_eq!(alice.next().await["event"], "after");
     assert_eq!(bob.next().await["event"], "after");
 }
+
+#[tokio::test]
+async fn terminate_server_to_user_watchlists_and_cache_work_across_nodes() {
+    let redis = Redis::start().await;
+    let n1 = Node::spawn(&redis, "n1", &["--app-watchlist-events"]).await;
+    let n2 = Node::spawn(&redis, "n2", &["--app-watchlist-events"]).await;
+    // Watchlist: alice on n1 watches bob, who signs in on n2.
+    let mut alice = connect(n1.addr).await;
+    sign_in(&mut alice, &json!({"id":"alice","watchlist":["bob"]})).await;
+    assert_eq!(data_of(&alice.next().await)["events"], json!([{"name":"offline","user_ids":["bob"]}]));
+    let mut bob = connect(n2.addr).await;
+    sign_in(&mut bob, &json!({"id":"bob"})).await;
+    assert_eq!(data_of(&alice.next().await)["events"], json!([{"name":"online","user_ids":["bob"]}]));
+    // Server-to-user: triggered through n1, bob's socket is on n2.
+    assert_eq!(bob.subscribe("#server-to-user-bob").await["event"], "pusher_internal:subscription_succeeded");
+    let api1 = Api::new(n1.addr);
+    assert_eq!(api1.trigger(&["#server-to-user-bob"], "dm", "hi").await.0, 200);
+    assert_eq!(bob.next().await["event"], "dm");
+    // Cache: the last event, set through n1, replayed to a subscriber on n2.
+    assert_eq!(api1.trigger(&["cache-cross"], "state", "42").await.0, 200);
+    let mut late = connect(n2.addr).await;
+    late.subscribe("cache-cross").await;
+    assert_eq!(late.next().await, json!({"event":"state","channel":"cache-cross","data":"42"}));
+    // Terminate through n1 closes bob on n2; alice sees bob go offline.
+    let (status, _) = api1.post(&format!("/apps/{APP_ID}/users/bob/terminate_connections"), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(bob.close_code().await, Some(4009));
+    assert_eq!(data_of(&alice.next().await)["events"], json!([{"name":"offline","user_ids":["bob"]}]));
+}
+
+#[tokio::test]
+async fn cluster_metrics_show_renewals_cleanups_latency_and_redis_errors() {
+    let mut redis = Redis::start().await;
+    let mut n1 = Node::spawn(&redis, "n1", &[]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    n1.kill9().await;
+    let metrics = |node: &Node| {
+        let url = format!("http://{}/metrics", node.ops);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics(&n2).await.contains("herald_cleanups_total 1") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = metrics(&n2).await;
+    assert!(text.contains("herald_cleanups_total 1"), "{text}");
+    assert!(!text.contains("herald_lease_renewals_total 0"), "{text}");
+    assert!(text.contains("herald_redis_latency_seconds_count"), "{text}");
+    redis.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics(&n2).await.contains("herald_redis_errors_total 0") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!metrics(&n2).await.contains("herald_redis_errors_total 0"));
+}

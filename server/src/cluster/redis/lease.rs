@@ -324,7 +324,10 @@ pub(super) async fn run(cluster: RedisCluster) {
             _ = tick.tick() => {}
         }
         if !inner.needs_resync.load(Ordering::Acquire) {
-            match cluster.renew().await {
+            let started = std::time::Instant::now();
+            let renewed = cluster.renew().await;
+            inner.metrics.redis_latency.observe(started.elapsed().as_secs_f64());
+            match renewed {
                 Ok(true) => {
                     inner.metrics.lease_renewals.inc();
                 }
