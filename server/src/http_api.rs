@@ -30,6 +30,8 @@ pub fn router(state: ServerState) -> Router<ServerState> {
         .route("/apps/{app_id}/channels/{channel}", get(queries::channel))
         .route("/apps/{app_id}/channels/{channel}/users", get(queries::users))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate))
+        // The official Python SDK leaves out /apps/{app_id} here; the app comes from auth_key.
+        .route("/users/{user_id}/terminate_connections", post(users::terminate))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::verify))
         .layer(middleware::from_fn_with_state(state, count_calls))
 }

@@ -281,3 +281,17 @@ async fn every_limit_refusal_is_counted_in_metrics() {
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn terminate_without_the_app_prefix_resolves_the_app_from_auth_key() {
+    let s = start_default().await;
+    let mut u = connect(s.addr).await;
+    sign_in(&mut u, &json!({"id":"py"})).await;
+    let api = Api::new(s.addr);
+    let path = "/users/py/terminate_connections";
+    let (status, body) = api.post(path, json!({})).await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(u.close_code().await, Some(4009));
+    let (status, _) = api.post_raw(path, "{}", now(), "not-the-secret").await;
+    assert_eq!(status, 401, "still signature-checked");
+}

@@ -60,6 +60,13 @@ pub fn check(
     signing::verify(&app.secret, signed.as_bytes(), signature).map_err(|_| ApiError::BadSignature { signed })
 }
 
+/// The app of a request whose path names none, by its `auth_key` (still signature-checked).
+fn app_by_auth_key(state: &ServerState, query: &str) -> Result<Arc<App>, ApiError> {
+    let params: Params = serde_urlencoded::from_str(query).unwrap_or_default();
+    let key = param(&params, "auth_key")?;
+    state.apps.by_key(key).ok_or(ApiError::WrongKey)
+}
+
 /// Middleware: verifies the request and hands the app to the handler.
 pub async fn verify(
     State(state): State<ServerState>,
@@ -67,8 +74,10 @@ pub async fn verify(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let app_id = path.get("app_id").map(String::as_str).unwrap_or_default();
-    let app: Arc<App> = state.apps.by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.to_owned()))?;
+    let app: Arc<App> = match path.get("app_id") {
+        Some(app_id) => state.apps.by_id(app_id).ok_or_else(|| ApiError::UnknownApp(app_id.clone()))?,
+        None => app_by_auth_key(&state, req.uri().query().unwrap_or_default())?,
+    };
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }

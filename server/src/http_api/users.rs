@@ -1,4 +1,5 @@
-//! `POST /apps/{app_id}/users/{user_id}/terminate_connections`: closes every socket signed in
+//! `POST /apps/{app_id}/users/{user_id}/terminate_connections` (and the app-less
+//! `/users/{user_id}/terminate_connections` the Python SDK sends): closes every socket signed in
 //! as the user, on every node, with 4009 (pusher-js does not reconnect).
 
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use crate::server::ServerState;
 pub async fn terminate(
     State(state): State<ServerState>,
     Extension(app): Extension<Arc<App>>,
-    Path((_, user_id)): Path<(String, String)>,
+    Path(path): Path<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let user_id = path.get("user_id").cloned().unwrap_or_default();
     let valid = !user_id.is_empty()
         && user_id.len() <= app.limits.max_user_id_length
         && user_id
