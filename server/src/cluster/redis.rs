@@ -11,6 +11,8 @@
 mod bus;
 mod keys;
 mod lease;
+mod live;
+mod membership;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,9 +26,10 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use self::keys::{Entry, Keys, Scripts};
+use self::live::Live;
 use super::{ChannelStats, Cluster, ClusterError, JoinError, Joined, Left};
 use crate::apps::AppStore;
-use crate::channels::{AddError, Member, Registry};
+use crate::channels::{Member, Registry};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::CloseReason;
@@ -198,97 +201,6 @@ impl RedisCluster {
         }
     }
 
-    async fn try_join(
-        &self,
-        app_id: &str,
-        channel: &str,
-        member: Option<&Member>,
-        max_members: usize,
-    ) -> redis::RedisResult<Result<(bool, bool, u64), AddError>> {
-        let k = &self.inner.keys;
-        let me = self.member();
-        let mut conn = self.live();
-        let mut member_added = false;
-        if let Some(m) = member {
-            let info = m.user_info.as_ref().map_or("", |i| i.get());
-            let added: i64 = self
-                .inner
-                .scripts
-                .presence_join
-                .key(k.pres(app_id, channel))
-                .key(k.pinfo(app_id, channel))
-                .key(k.pmem(app_id, channel, &me))
-                .key(k.nodekeys(&me))
-                .key(k.lease(&me))
-                .arg(&*m.user_id)
-                .arg(info)
-                .arg(max_members)
-                .arg(Entry::Presence(app_id, channel).encode())
-                .arg(1)
-                .invoke_async(&mut conn)
-                .await?;
-            if added < 0 {
-                return Ok(Err(AddError::PresenceFull { max: max_members }));
-            }
-            member_added = added == 1;
-        }
-        let (before, after): (u64, u64) = self
-            .inner
-            .scripts
-            .join_channel
-            .key(k.chan(app_id, channel))
-            .key(k.channels(app_id))
-            .key(k.nodekeys(&me))
-            .key(k.lease(&me))
-            .arg(&*me)
-            .arg(channel)
-            .arg(Entry::Channel(app_id, channel).encode())
-            .arg(1)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(Ok((before == 0, member_added, after)))
-    }
-
-    async fn try_leave(
-        &self,
-        app_id: &str,
-        channel: &str,
-        user_id: Option<&str>,
-    ) -> redis::RedisResult<(bool, bool, u64)> {
-        let k = &self.inner.keys;
-        let me = self.member();
-        let mut conn = self.live();
-        let mut member_removed = false;
-        if let Some(user) = user_id {
-            let gone: i64 = self
-                .inner
-                .scripts
-                .presence_leave
-                .key(k.pres(app_id, channel))
-                .key(k.pinfo(app_id, channel))
-                .key(k.pmem(app_id, channel, &me))
-                .key(k.nodekeys(&me))
-                .arg(user)
-                .arg(Entry::Presence(app_id, channel).encode())
-                .invoke_async(&mut conn)
-                .await?;
-            member_removed = gone == 1;
-        }
-        let total: i64 = self
-            .inner
-            .scripts
-            .leave_channel
-            .key(k.chan(app_id, channel))
-            .key(k.channels(app_id))
-            .key(k.nodekeys(&me))
-            .arg(&*me)
-            .arg(channel)
-            .arg(Entry::Channel(app_id, channel).encode())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok((total == 0, member_removed, total.max(0) as u64))
-    }
-
     /// Sends a frame to the other nodes' subscribers of a channel.
     async fn broadcast_remote(&self, app_id: &str, channel: &str, frame: &str, except: Option<&str>) {
         let payload = bus::encode(&self.member(), except, frame);
@@ -311,41 +223,6 @@ fn member_from(user_id: String, info: String) -> Member {
     let user_info =
         (!info.is_empty()).then(|| RawValue::from_string(info).ok()).flatten().map(Arc::<RawValue>::from);
     Member { user_id: user_id.into(), user_info }
-}
-
-/// A connection that refuses at once while the node is degraded.
-struct Live {
-    conn: ConnectionManager,
-    offline: bool,
-}
-
-fn offline_error() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "Redis skipped until this node resyncs"))
-}
-
-impl redis::aio::ConnectionLike for Live {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
-        if self.offline {
-            return Box::pin(async { Err(offline_error()) });
-        }
-        self.conn.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        if self.offline {
-            return Box::pin(async { Err(offline_error()) });
-        }
-        self.conn.req_packed_commands(cmd, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
 }
 
 #[async_trait]
