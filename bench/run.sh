@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs one herald-bench scenario against Herald, the baseline, and whichever peers are
+# installed (sockudo, soketi on PATH), one after the other, with the same generator and
+# settings. The server gets core 0, the generator core 1.
+#
+#   bench/run.sh fanout --subscribers 1000 --rate 100 --seconds 10
+#   bench/run.sh idle --connections 5000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release --locked -p herald-server -p herald-bench >/dev/null
+bench="$target_dir/release/herald-bench"
+port=7300
+ulimit -n 20000 2>/dev/null || true
+
+run_against() { # name, command...
+  local name=$1; shift
+  taskset -c 0 "$@" >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  echo "== $name"
+  taskset -c 1 "$bench" --target 127.0.0.1:$port --server-pid "$pid" \
+    --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" || true
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+}
+
+SCENARIO=("$@")
+run_against herald "$target_dir/release/herald-server" --bind 127.0.0.1 --port $port --metrics-port 0 \
+  --app-id 1 --app-key herald-dev-key --app-secret herald-dev-secret --app-max-presence-members 100000
+run_against baseline "$target_dir/release/herald-baseline" --port $port
+if command -v sockudo >/dev/null 2>&1; then
+  echo "== sockudo: configure app 1 / herald-dev-key / herald-dev-secret on port $port to compare"
+fi
+if command -v soketi >/dev/null 2>&1; then
+  SOKETI_PORT=$port SOKETI_DEFAULT_APP_ID=1 SOKETI_DEFAULT_APP_KEY=herald-dev-key \
+    SOKETI_DEFAULT_APP_SECRET=herald-dev-secret run_against soketi soketi start
+fi

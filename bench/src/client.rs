@@ -1,0 +1,131 @@
+//! What the generator needs of a Pusher server: open sockets, subscribe (with channel auth
+//! computed from the app secret), and publish through the signed HTTP API.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use herald_server::signing;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The server under test and the app's credentials.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// WebSocket + HTTP API addresses; clients are spread over them (several nodes).
+    pub nodes: Vec<SocketAddr>,
+    /// App id.
+    pub app_id: String,
+    /// App key.
+    pub key: String,
+    /// App secret (for channel auth and API signatures).
+    pub secret: String,
+}
+
+/// An open socket.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected socket with its id.
+pub struct Connected {
+    /// The stream.
+    pub ws: Socket,
+    /// The server-assigned socket id.
+    pub socket_id: String,
+}
+
+impl Target {
+    /// The node for client number `i`.
+    pub fn node(&self, i: usize) -> SocketAddr {
+        self.nodes[i % self.nodes.len()]
+    }
+
+    /// Opens a socket to node `addr` and waits for `connection_established`.
+    pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Connected> {
+        let url = format!("ws://{addr}/app/{}?protocol=7&client=herald-bench&version=0.1", self.key);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("WebSocket handshake")?;
+        while let Some(msg) = ws.next().await {
+            if let Message::Text(t) = msg? {
+                let v: serde_json::Value = serde_json::from_str(&t)?;
+                if v["event"] == "pusher:connection_established" {
+                    let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or("{}"))?;
+                    let socket_id = data["socket_id"].as_str().unwrap_or_default().to_owned();
+                    return Ok(Connected { ws, socket_id });
+                }
+                bail!("expected connection_established, got {t}");
+            }
+        }
+        bail!("closed before connection_established")
+    }
+
+    /// Subscribes and waits for the answer; `member` is the presence `channel_data`.
+    pub async fn subscribe(&self, c: &mut Connected, channel: &str, member: Option<&str>) -> anyhow::Result<()> {
+        let needs_auth = channel.starts_with("private-") || channel.starts_with("presence-");
+        let auth = if needs_auth {
+            signing::token(&self.key, &self.secret, &signing::channel_string(&c.socket_id, channel, member))
+        } else {
+            String::new()
+        };
+        let mut data = serde_json::json!({ "channel": channel, "auth": auth });
+        if let Some(m) = member {
+            data["channel_data"] = m.into();
+        }
+        let frame = serde_json::json!({ "event": "pusher:subscribe", "data": data });
+        c.ws.send(Message::Text(frame.to_string().into())).await?;
+        while let Some(msg) = c.ws.next().await {
+            if let Message::Text(t) = msg? {
+                if t.contains("pusher_internal:subscription_succeeded") {
+                    return Ok(());
+                }
+                if t.contains("subscription_error") || t.contains("pusher:error") {
+                    bail!("subscription refused: {t}");
+                }
+            }
+        }
+        bail!("closed while subscribing")
+    }
+}
+
+/// Publishes through the signed HTTP API over one keep-alive client.
+#[derive(Clone)]
+pub struct Publisher {
+    http: reqwest::Client,
+    target: Target,
+}
+
+impl Publisher {
+    /// A publisher for the target's first node.
+    pub fn new(target: &Target) -> Self {
+        Publisher { http: reqwest::Client::new(), target: target.clone() }
+    }
+
+    /// `POST /apps/{id}/events`; returns the round-trip time.
+    pub async fn trigger(&self, channel: &str, name: &str, data: &str) -> anyhow::Result<std::time::Duration> {
+        let t = &self.target;
+        let path = format!("/apps/{}/events", t.app_id);
+        let body = serde_json::json!({ "name": name, "channel": channel, "data": data }).to_string();
+        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let mut params = vec![
+            ("auth_key".to_owned(), t.key.clone()),
+            ("auth_timestamp".to_owned(), timestamp.to_string()),
+            ("auth_version".to_owned(), "1.0".to_owned()),
+            ("body_md5".to_owned(), signing::body_md5(body.as_bytes())),
+        ];
+        let signature = signing::sign(&t.secret, signing::api_string("POST", &path, &params).as_bytes());
+        params.push(("auth_signature".to_owned(), signature));
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(format!("http://{}{path}?{}", t.nodes[0], query.join("&")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("trigger answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        Ok(started.elapsed())
+    }
+}

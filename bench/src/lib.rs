@@ -1,0 +1,18 @@
+//! herald-bench: a load generator for any Pusher-compatible server (host, port and app
+//! credentials as arguments), and `herald-baseline`, the least work a Pusher fan-out can do.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`stats`] | latency histograms, delivery tallies (lost / duplicated), payload parsing, server RSS and CPU |
+//! | [`client`] | sockets, subscriptions with channel auth, the signed publisher |
+//! | [`scenarios`] | `connect`, `idle`, `fanout`, `presence` |
+//! | [`report`] | the human table and the JSON line |
+//! | [`baseline`] | the baseline fan-out server |
+
+pub mod baseline;
+pub mod client;
+pub mod report;
+pub mod scenarios;
+pub mod stats;

@@ -1,0 +1,178 @@
+//! Measurement logic: latency histograms, delivery tallies (lost and duplicated messages), the
+//! payload that carries a sequence number and a send time, and the server's RSS and CPU time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+/// Latencies in microseconds, 1 µs to 60 s, 3 significant digits.
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
+    }
+}
+
+impl Latency {
+    /// Records one latency (clamped into the histogram's range).
+    pub fn record_us(&mut self, us: u64) {
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The latency at `q` (0.0..=1.0), in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// How many times each published message arrived, against how many it should have.
+pub struct Tally {
+    seen: Vec<AtomicU32>,
+    expected_per_message: u32,
+}
+
+/// What a tally found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TallySummary {
+    /// Deliveries counted.
+    pub delivered: u64,
+    /// Deliveries that should have happened and did not.
+    pub lost: u64,
+    /// Deliveries beyond the expected count.
+    pub duplicated: u64,
+}
+
+impl Tally {
+    /// A tally for `messages` messages, each due to `expected_per_message` subscribers.
+    pub fn new(messages: usize, expected_per_message: u32) -> Self {
+        Tally { seen: (0..messages).map(|_| AtomicU32::new(0)).collect(), expected_per_message }
+    }
+
+    /// Counts one delivery of message `seq` (unknown sequence numbers are ignored).
+    pub fn record(&self, seq: u64) {
+        if let Some(slot) = usize::try_from(seq).ok().and_then(|s| self.seen.get(s)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Totals, counting only the first `published` messages (the rest were never sent).
+    pub fn summary(&self, published: usize) -> TallySummary {
+        let mut s = TallySummary { delivered: 0, lost: 0, duplicated: 0 };
+        for slot in self.seen.iter().take(published) {
+            let n = slot.load(Ordering::Relaxed);
+            s.delivered += u64::from(n);
+            s.lost += u64::from(self.expected_per_message.saturating_sub(n));
+            s.duplicated += u64::from(n.saturating_sub(self.expected_per_message));
+        }
+        s
+    }
+}
+
+/// Microseconds since the Unix epoch (publisher and subscribers share this machine's clock).
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The event data a publisher sends: sequence number and send time.
+pub fn payload(seq: u64, sent_us: u64) -> String {
+    format!("{{\"s\":{seq},\"t\":{sent_us}}}")
+}
+
+/// Finds the sequence number and send time in a delivered frame, without a JSON parse (the
+/// generator must never be the bottleneck). The data is double-encoded, so the keys appear as
+/// `\"s\":` and `\"t\":`.
+pub fn parse_delivery(frame: &str) -> Option<(u64, u64)> {
+    fn number_after(frame: &str, key: &str) -> Option<u64> {
+        let start = frame.find(key)? + key.len();
+        let digits: &str = &frame[start..];
+        let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    }
+    Some((number_after(frame, "\\\"s\\\":")?, number_after(frame, "\\\"t\\\":")?))
+}
+
+/// Resident set size of a process in bytes (from `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// User + system CPU seconds a process has used (from `/proc/PID/stat`).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_recorded_latencies() {
+        let mut l = Latency::default();
+        for us in 1..=1000 {
+            l.record_us(us * 1000);
+        }
+        assert_eq!(l.count(), 1000);
+        assert!((l.quantile_ms(0.5) - 500.0).abs() < 1.0, "{}", l.quantile_ms(0.5));
+        assert!((l.quantile_ms(0.99) - 990.0).abs() < 2.0, "{}", l.quantile_ms(0.99));
+        let mut other = Latency::default();
+        other.record_us(5_000_000);
+        l.merge(&other);
+        assert_eq!(l.count(), 1001);
+        assert!(l.quantile_ms(1.0) >= 4990.0);
+        assert_eq!(Latency::default().quantile_ms(0.99), 0.0);
+    }
+
+    #[test]
+    fn a_tally_counts_lost_and_duplicated_deliveries() {
+        let t = Tally::new(4, 2);
+        for seq in [0, 0, 1, 2, 2, 2, 99] {
+            t.record(seq);
+        }
+        // message 0: 2 (ok), 1: 1 (1 lost), 2: 3 (1 duplicate), 3: 0 (2 lost, but published?)
+        assert_eq!(t.summary(4), TallySummary { delivered: 6, lost: 3, duplicated: 1 });
+        assert_eq!(t.summary(3), TallySummary { delivered: 6, lost: 1, duplicated: 1 });
+    }
+
+    #[test]
+    fn deliveries_are_parsed_from_the_double_encoded_frame() {
+        let frame = format!(
+            "{{\"event\":\"bench\",\"channel\":\"c\",\"data\":{}}}",
+            serde_json::to_string(&payload(42, 1_700_000_000_000_000)).unwrap()
+        );
+        assert_eq!(parse_delivery(&frame), Some((42, 1_700_000_000_000_000)));
+        assert_eq!(parse_delivery("{\"event\":\"pusher:pong\"}"), None);
+    }
+
+    #[test]
+    fn this_process_has_an_rss_and_cpu_time() {
+        let me = std::process::id();
+        assert!(rss_bytes(me).unwrap() > 1024 * 1024);
+        assert!(cpu_seconds(me).unwrap() >= 0.0);
+    }
+}
