@@ -80,13 +80,19 @@ async fn connection(mut socket: WebSocket, subs: Subscribers) {
     }
 }
 
-async fn trigger(State(subs): State<Subscribers>, Json(body): Json<serde_json::Value>) -> Json<serde_json::Value> {
+async fn trigger(
+    State(subs): State<Subscribers>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
     let channel = body["channel"].as_str().unwrap_or_default();
-    let frame = serde_json::json!({ "event": body["name"], "channel": channel, "data": body["data"] }).to_string();
+    let frame =
+        serde_json::json!({ "event": body["name"], "channel": channel, "data": body["data"] }).to_string();
     let frame = Utf8Bytes::from(frame);
     if let Ok(mut map) = subs.lock() {
         if let Some(list) = map.get_mut(channel) {
-            list.retain(|tx| !matches!(tx.try_send(frame.clone()), Err(mpsc::error::TrySendError::Closed(_))));
+            list.retain(|tx| {
+                !matches!(tx.try_send(frame.clone()), Err(mpsc::error::TrySendError::Closed(_)))
+            });
         }
     }
     Json(serde_json::json!({}))

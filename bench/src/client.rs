@@ -60,7 +60,12 @@ impl Target {
     }
 
     /// Subscribes and waits for the answer; `member` is the presence `channel_data`.
-    pub async fn subscribe(&self, c: &mut Connected, channel: &str, member: Option<&str>) -> anyhow::Result<()> {
+    pub async fn subscribe(
+        &self,
+        c: &mut Connected,
+        channel: &str,
+        member: Option<&str>,
+    ) -> anyhow::Result<()> {
         let needs_auth = channel.starts_with("private-") || channel.starts_with("presence-");
         let auth = if needs_auth {
             signing::token(&self.key, &self.secret, &signing::channel_string(&c.socket_id, channel, member))
@@ -101,7 +106,12 @@ impl Publisher {
     }
 
     /// `POST /apps/{id}/events`; returns the round-trip time.
-    pub async fn trigger(&self, channel: &str, name: &str, data: &str) -> anyhow::Result<std::time::Duration> {
+    pub async fn trigger(
+        &self,
+        channel: &str,
+        name: &str,
+        data: &str,
+    ) -> anyhow::Result<std::time::Duration> {
         let t = &self.target;
         let path = format!("/apps/{}/events", t.app_id);
         let body = serde_json::json!({ "name": name, "channel": channel, "data": data }).to_string();

@@ -104,7 +104,8 @@ pub struct Fanout {
 pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     let per = o.subscribers.max(1);
     let channel = move |i: usize| format!("bench-{}", i / per);
-    let (sockets, _, connect_errors) = open_many(target, o.channels * per, o.concurrency, Some(&channel)).await;
+    let (sockets, _, connect_errors) =
+        open_many(target, o.channels * per, o.concurrency, Some(&channel)).await;
     let total = (f64::from(o.rate) * o.duration.as_secs_f64()).ceil() as usize;
     let tally = Arc::new(Tally::new(total, per as u32));
     let (stop_tx, stop_rx) = watch::channel(false);

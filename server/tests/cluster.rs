@@ -308,3 +308,75 @@ async fn cluster_metrics_show_renewals_cleanups_latency_and_redis_errors() {
     }
     assert!(!metrics(&n2).await.contains("herald_redis_errors_total 0"));
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_is_cleaned_up_and_rejoins_without_resurrecting_what_left() {
+    let redis = Redis::start().await;
+    let proxy = common::nodes::Proxy::start(&redis).await;
+    let n1 = Node::spawn_via(&proxy.url(), "n1").await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    let mut alice = connect(n1.addr).await;
+    let mut carol = connect(n1.addr).await;
+    let mut bob = connect(n2.addr).await;
+    alice.join("presence-p", "alice", json!({})).await;
+    carol.join("presence-p", "carol", json!({})).await;
+    bob.join("presence-p", "bob", json!({})).await;
+    for expected in ["carol", "bob"] {
+        let f = alice.next().await;
+        assert_eq!(data_of(&f)["user_id"], expected, "{f}");
+    }
+
+    // Partition n1 from Redis. Its lease expires; n2 cleans up after it.
+    proxy.cut();
+    let mut removed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while removed.len() < 2 && Instant::now() < deadline {
+        if let Ok(frame) = tokio::time::timeout(Duration::from_millis(500), bob.next()).await {
+            if frame["event"] == "pusher_internal:member_removed" {
+                removed.push(data_of(&frame)["user_id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    removed.sort();
+    assert_eq!(removed, ["alice", "carol"], "n2 declared n1 dead and cleaned up");
+    // While cut off, carol leaves n1. She must not come back when n1 rejoins.
+    drop(carol);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while n1.ready().await != 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n1.ready().await, 200, "n1 rejoined");
+    // Redis kept its data, so n1 announces what is news: alice is back, carol is not.
+    let back = tokio::time::timeout(Duration::from_secs(5), bob.next()).await.expect("member_added");
+    assert_eq!(back["event"], "pusher_internal:member_added");
+    assert_eq!(data_of(&back)["user_id"], "alice");
+    bob.assert_silent(Duration::from_millis(500)).await;
+    let api = Api::new(n2.addr);
+    let (_, info) = api
+        .get(&format!("/apps/{APP_ID}/channels/presence-p"), &[("info", "user_count,subscription_count")])
+        .await;
+    assert_eq!(info, json!({"occupied":true,"user_count":2,"subscription_count":2}));
+    let (_, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-p/users"), &[]).await;
+    let mut ids: Vec<&str> =
+        users["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["alice", "bob"], "no ghost of carol");
+    // And delivery across nodes works again for the socket that never reconnected.
+    assert_eq!(api.trigger(&["presence-p"], "after", "x").await.0, 200);
+    // The rest of alice's stream: carol's leave, seen locally during the cut, then the event —
+    // nothing spurious from the cleanup or the rejoin.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let Ok(f) = tokio::time::timeout(Duration::from_secs(3), alice.next()).await else { break };
+        seen.push(format!(
+            "{} {}",
+            f["event"].as_str().unwrap(),
+            data_of(&f)["user_id"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(seen, ["pusher_internal:member_removed carol", "after "]);
+    alice.assert_silent(Duration::from_millis(300)).await;
+}

@@ -150,3 +150,68 @@ impl Node {
         }
     }
 }
+
+/// A TCP proxy in front of Redis that a test can cut: a network partition between one node
+/// and Redis while the others still reach it.
+pub struct Proxy {
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    pub async fn start(redis: &Redis) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let upstream = redis.port;
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = rx.clone();
+                if *cut.borrow() {
+                    continue; // refused while partitioned
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut: std::sync::Arc::new(tx) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}
+
+impl Node {
+    /// Like [`Node::spawn`], with Redis reached through `url` (a [`Proxy`]).
+    pub async fn spawn_via(url: &str, node_id: &str) -> Node {
+        let redis = Redis {
+            child: None,
+            port: url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+        };
+        let node = Node::spawn(&redis, node_id, &[]).await;
+        std::mem::forget(redis);
+        node
+    }
+}
