@@ -379,11 +379,29 @@ impl Cluster for RedisCluster {
                 return Ok(local.into_iter().map(|(n, s)| (n, s.into())).collect());
             }
         };
+        // One round trip for every channel's counts.
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.hvals(k.chan(app_id, name)).hlen(k.pres(app_id, name));
+        }
+        let counts: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.live()).await;
+        let counts = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                self.degrade("channels", &e);
+                let local = self.inner.registry.channels(app_id, prefix);
+                return Ok(local.into_iter().map(|(n, s)| (n, s.into())).collect());
+            }
+        };
         let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let stats = self.channel_stats(app_id, &name).await?;
-            if stats.subscription_count > 0 {
-                out.push((name, stats));
+        for (name, pair) in names.into_iter().zip(counts.chunks(2)) {
+            let subs: Vec<u64> =
+                pair.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+            let users: u64 =
+                pair.get(1).and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or_default();
+            let subscription_count = subs.iter().sum();
+            if subscription_count > 0 {
+                out.push((name, ChannelStats { subscription_count, user_count: users }));
             }
         }
         Ok(out)
