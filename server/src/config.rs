@@ -218,18 +218,23 @@ impl Config {
     /// Builds the configuration from the command line (with its environment fallbacks) and
     /// the config file it names. Returns every problem found.
     pub fn load(cli: &Cli) -> Result<Config, Vec<String>> {
-        let mut errors = Vec::new();
-        let file = match &cli.config {
+        match &cli.config {
             Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(table) => Some(table),
-                    Err(e) => {
-                        errors.push(format!("{}: {}", path.display(), e.message()));
-                        None
-                    }
-                },
+                Ok(text) => Self::load_with_file(cli, Some((&path.display().to_string(), &text))),
+                Err(e) => Err(vec![format!("cannot read config file {}: {e}", path.display())]),
+            },
+            None => Self::load_with_file(cli, None),
+        }
+    }
+
+    /// Like [`Config::load`], with the config file's name and text given.
+    pub fn load_with_file(cli: &Cli, file: Option<(&str, &str)>) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let file = match file {
+            Some((name, text)) => match text.parse::<toml::Table>() {
+                Ok(table) => Some(table),
                 Err(e) => {
-                    errors.push(format!("cannot read config file {}: {e}", path.display()));
+                    errors.push(format!("{name}: {}", e.message()));
                     None
                 }
             },

@@ -6,6 +6,8 @@
 mod signin;
 mod subscribe;
 
+pub use signin::parse_user_data;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

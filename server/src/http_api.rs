@@ -2,7 +2,7 @@
 //! ([`auth`]), then the event ([`events`]) or query ([`queries`]) handlers. Errors are JSON
 //! `{"error": "..."}` with the status Pusher documents.
 
-mod auth;
+pub mod auth;
 mod error;
 mod events;
 mod queries;
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use events::check_trigger_body;
 
 use crate::apps::App;
 use crate::metrics::HttpLabels;

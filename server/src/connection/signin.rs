@@ -37,6 +37,32 @@ fn is_user_id(id: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';'))
 }
 
+/// Reads a signed `user_data`: a JSON object with a string `id` (channel-name characters, at
+/// most `max_id` long) and an optional `watchlist` (its string entries). The error says what
+/// is wrong, for the `pusher:error` before the 4009 close.
+pub fn parse_user_data(raw: &str, max_id: usize) -> Result<(Arc<str>, Vec<String>), String> {
+    let data: UserData =
+        serde_json::from_str(raw).map_err(|e| format!("user_data must be a JSON object: {e}"))?;
+    let id: Arc<str> = match data.id {
+        Some(Value::String(id)) if is_user_id(&id, max_id) => id.into(),
+        _ => {
+            return Err(format!(
+                "user_data.id must be a string of 1 to {max_id} characters A-Z a-z 0-9 _ - = @ , . ;"
+            ))
+        }
+    };
+    let watchlist = data
+        .watchlist
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    Ok((id, watchlist))
+}
+
 impl Connection {
     fn refuse_signin(&mut self, message: String) -> Result<(), Gone> {
         self.ending = Some(Ending::Refused(CloseReason::Unauthorized, message));
@@ -48,20 +74,11 @@ impl Connection {
         if let Err(e) = signing::verify_token(&self.app.key, &self.app.secret, &signed, &signin.auth) {
             return self.refuse_signin(format!("Invalid pusher:signin: {e}"));
         }
-        let data: UserData = match serde_json::from_str(&signin.user_data) {
-            Ok(d) => d,
-            Err(e) => return self.refuse_signin(format!("user_data must be a JSON object: {e}")),
-        };
-        let max = self.app.limits.max_user_id_length;
-        let id: Arc<str> = match data.id {
-            Some(Value::String(id)) if is_user_id(&id, max) => id.into(),
-            _ => {
-                let msg = format!(
-                    "user_data.id must be a string of 1 to {max} characters A-Z a-z 0-9 _ - = @ , . ;"
-                );
-                return self.refuse_signin(msg);
-            }
-        };
+        let (id, requested_watchlist) =
+            match parse_user_data(&signin.user_data, self.app.limits.max_user_id_length) {
+                Ok(parsed) => parsed,
+                Err(message) => return self.refuse_signin(message),
+            };
         if let Some(current) = &self.user {
             if current.id != id {
                 let msg = format!("This connection is already signed in as {}", current.id);
@@ -73,8 +90,7 @@ impl Connection {
         let mut watchlist: Vec<Arc<str>> = Vec::new();
         let mut truncated = false;
         if self.app.watchlist_events {
-            for v in data.watchlist.unwrap_or_default() {
-                let Value::String(w) = v else { continue };
+            for w in requested_watchlist {
                 if watchlist.len() == limit {
                     truncated = true;
                     break;

@@ -1,14 +1,10 @@
 //! `pusher:subscribe`: name rules, authorization, presence membership, and the answer in the
 //! configured error dialect.
 
-use std::sync::Arc;
-
 use axum::extract::ws::WebSocket;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{Connection, Gone};
-use crate::channels::{AddError, Member};
+use crate::channels::{AddError, ChannelDataError, Member};
 use crate::cluster::{JoinError, Joined};
 use crate::protocol::frames;
 use crate::protocol::{parse_channel, server_to_user_id, ChannelKind, ChannelName, Subscribe};
@@ -33,13 +29,6 @@ impl Refusal {
     fn limit(limit: &'static str, status: u16, message: impl Into<String>) -> Self {
         Refusal { kind: "LimitReached", status, message: message.into(), limit: Some(limit) }
     }
-}
-
-#[derive(Deserialize)]
-struct ChannelData<'a> {
-    user_id: serde_json::Value,
-    #[serde(default, borrow)]
-    user_info: Option<&'a RawValue>,
 }
 
 /// A successful subscription: the answer to send, and what the join changed.
@@ -191,38 +180,16 @@ impl Connection {
 
     /// Reads the presence member from `channel_data`, within the app's limits.
     fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, Refusal> {
-        let limits = &self.app.limits;
         let raw = channel_data
             .ok_or_else(|| Refusal::new("InvalidChannelData", 400, "Presence channels need channel_data"))?;
-        let data: ChannelData = serde_json::from_str(raw).map_err(|e| {
-            Refusal::new(
-                "InvalidChannelData",
-                400,
-                format!("channel_data must be a JSON object with user_id: {e}"),
-            )
-        })?;
-        let user_id: Arc<str> = match &data.user_id {
-            serde_json::Value::String(s) if !s.is_empty() => s.as_str().into(),
-            serde_json::Value::Number(n) => n.to_string().into(),
-            _ => {
-                return Err(Refusal::new(
-                    "InvalidChannelData",
-                    400,
-                    "channel_data.user_id must be a non-empty string or a number",
-                ))
+        Member::from_channel_data(raw, &self.app.limits).map_err(|e| match e {
+            ChannelDataError::Invalid(_) => Refusal::new("InvalidChannelData", 400, e.to_string()),
+            ChannelDataError::UserIdTooLong { .. } => {
+                Refusal::limit("max_user_id_length", 413, e.to_string())
             }
-        };
-        if user_id.len() > limits.max_user_id_length {
-            let msg = format!("user_id is longer than {} characters", limits.max_user_id_length);
-            return Err(Refusal::limit("max_user_id_length", 413, msg));
-        }
-        let size = data.user_info.map_or(0, |i| i.get().len());
-        if size > limits.max_presence_member_size {
-            let msg =
-                format!("user_info is {size} bytes; the limit is {} bytes", limits.max_presence_member_size);
-            return Err(Refusal::limit("max_presence_member_size", 413, msg));
-        }
-        let user_info = data.user_info.map(|i| Arc::<RawValue>::from(i.to_owned()));
-        Ok(Member { user_id, user_info })
+            ChannelDataError::InfoTooLarge { .. } => {
+                Refusal::limit("max_presence_member_size", 413, e.to_string())
+            }
+        })
     }
 }

@@ -21,7 +21,21 @@ use crate::signing;
 pub const TIMESTAMP_WINDOW: u64 = 600;
 
 /// Query parameters, decoded, in the order given.
-type Params = Vec<(String, String)>;
+pub type Params = Vec<(String, String)>;
+
+/// Parses a raw query string and checks its signature (exposed for fuzzing).
+pub fn check_query(
+    app: &App,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<(), ApiError> {
+    let params: Params =
+        serde_urlencoded::from_str(query).map_err(|_| ApiError::MissingParameter("auth_signature"))?;
+    check(app, method, path, &params, body, now)
+}
 
 fn param<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or(ApiError::MissingParameter(name))

@@ -132,6 +132,18 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<Map<St
     Ok(info)
 }
 
+/// Parses and validates a `POST events` body against the app's limits without publishing it
+/// (what the handler does before publishing; exposed for fuzzing).
+pub fn check_trigger_body(app: &App, body: &[u8]) -> Result<(), ApiError> {
+    let mut body: EventBody = serde_json::from_slice(body)?;
+    let channels = match (body.channels.take(), body.channel.take()) {
+        (Some(list), _) => list,
+        (None, Some(one)) => vec![one],
+        (None, None) => Vec::new(),
+    };
+    validate(app, body, channels).map(|_| ())
+}
+
 /// `POST /apps/{app_id}/events`.
 pub async fn trigger(
     State(state): State<ServerState>,
