@@ -16,7 +16,7 @@ pub enum SignatureError {
     /// The key in the token is not this app's key.
     #[error("auth token was signed for another app key")]
     WrongKey,
-    /// The signature is not lower-case hex of 32 bytes.
+    /// The signature is not hex (either case) of the digest.
     #[error("signature is not a hex-encoded HMAC SHA256 digest")]
     NotHex,
     /// The signature does not match what the app secret produces.
@@ -194,6 +194,17 @@ mod tests {
         );
         assert_eq!(body_md5(b""), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(body_md5(b"{}"), "99914b932bd37a50b983c5e7c90ae93b");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/signature.rs`): hex digits are compared as bytes, so
+    /// an upper-case signature of the right digest is the same signature and verifies.
+    #[test]
+    fn signatures_verify_whatever_the_case_of_their_hex_digits() {
+        let msg = channel_string("1234.1234", "private-foobar", None);
+        let upper = format!("{KEY}:{}", sign(SECRET, msg.as_bytes()).to_ascii_uppercase());
+        assert_eq!(verify_token(KEY, SECRET, &msg, &upper), Ok(()));
+        let upper_key = upper.replacen("278d", "278D", 1);
+        assert_eq!(verify_token(KEY, SECRET, &msg, &upper_key), Err(SignatureError::WrongKey));
     }
 
     #[test]
