@@ -1,13 +1,11 @@
 //! Bad input from clients: each case gets the protocol's answer, and a bystander on the same
 //! server keeps receiving events.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures_util::SinkExt;
 use herald_server::Config;
+use herald_testkit::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

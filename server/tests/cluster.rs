@@ -2,12 +2,10 @@
 //! cluster-wide presence and queries, exactly-once webhooks, cleanup after `kill -9` within the
 //! lease bound, and convergence after Redis restarts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::nodes::{Node, Redis};
-use common::*;
+use herald_testkit::nodes::{Node, Redis};
+use herald_testkit::*;
 use serde_json::{json, Value};
 
 fn data_of(frame: &Value) -> Value {
@@ -312,7 +310,7 @@ async fn cluster_metrics_show_renewals_cleanups_latency_and_redis_errors() {
 #[tokio::test]
 async fn a_node_cut_off_from_redis_is_cleaned_up_and_rejoins_without_resurrecting_what_left() {
     let redis = Redis::start().await;
-    let proxy = common::nodes::Proxy::start(&redis).await;
+    let proxy = herald_testkit::nodes::Proxy::start(&redis).await;
     let n1 = Node::spawn_via(&proxy.url(), "n1").await;
     let n2 = Node::spawn(&redis, "n2", &[]).await;
     let mut alice = connect(n1.addr).await;

@@ -1,11 +1,9 @@
 //! The signed Pusher HTTP API over real HTTP: triggers, batches, queries, limits, and every
 //! way a request can be refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use herald_testkit::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,12 +1,10 @@
 //! The rest of Pusher over real sockets: user sign-in, server-to-user events, terminate,
 //! authorized connections, watchlists, cache channels, subscription counts and quotas.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use herald_server::Config;
+use herald_testkit::*;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -1,13 +1,11 @@
 //! Pusher protocol 7 over real sockets: handshake, close codes, heartbeats, subscriptions,
 //! presence, client events, graceful shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use herald_server::apps::{App, QuotaCode};
 use herald_server::Config;
+use herald_testkit::*;
 use serde_json::{json, Value};
 
 fn data_of(frame: &Value) -> Value {

@@ -1,14 +1,12 @@
 //! Webhooks against a real HTTP receiver: signatures, the 3 s vacate / remove delay and its
 //! cancellation, batching, retries, filters.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use herald_server::apps::{WebhookKind, WebhookTarget};
 use herald_server::webhooks::WebhookSettings;
 use herald_server::Config;
+use herald_testkit::*;
 use serde_json::json;
 
 fn target(url: &str) -> WebhookTarget {

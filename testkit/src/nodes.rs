@@ -8,6 +8,19 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The herald-server binary: `HERALD_BIN`, else the one cargo builds next to the test binary.
+fn server_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("HERALD_BIN") {
+        return bin.into();
+    }
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("herald-server")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -88,7 +101,7 @@ impl Node {
     /// Starts a node with the dev app credentials of the in-process tests, a 3 s lease, and
     /// `extra` flags.
     pub async fn spawn(redis: &Redis, node_id: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald-server"))
+        let mut child = Command::new(server_binary())
             .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
             .args([
                 "--cluster",

@@ -1,7 +1,6 @@
-//! Test harness: a real server on 127.0.0.1:0, WebSocket clients speaking real frames, and a
-//! signed HTTP API client.
-
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//! Test harness of herald-server's integration tests: a real server on 127.0.0.1:0, WebSocket
+//! clients speaking real frames, a signed HTTP API client, a webhook receiver, and ([`nodes`])
+//! a real redis-server with herald-server processes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
