@@ -174,6 +174,16 @@ impl RedisCluster {
     /// Records a Redis failure: this node now answers for itself only until the lease task
     /// resyncs. Counted once per episode.
     fn degrade(&self, what: &str, error: &redis::RedisError) {
+        let unreachable = error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.to_string().contains("FENCED");
+        if !unreachable {
+            // Redis answered, just not as expected: a bug to log, not an outage to degrade for.
+            tracing::error!(%error, what, "unexpected Redis reply");
+            return;
+        }
         self.inner.healthy.store(false, Ordering::Release);
         if !self.inner.needs_resync.swap(true, Ordering::AcqRel) {
             self.inner.metrics.redis_errors.inc();
@@ -379,6 +389,9 @@ impl Cluster for RedisCluster {
                 return Ok(local.into_iter().map(|(n, s)| (n, s.into())).collect());
             }
         };
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         // One round trip for every channel's counts.
         let mut pipe = redis::pipe();
         for name in &names {
