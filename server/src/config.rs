@@ -53,6 +53,14 @@ pub struct Cli {
     /// and Laravel Echo) or `pusher` (pusher:error, as hosted Pusher) [default: echo].
     #[arg(long, env = "HERALD_ERROR_DIALECT")]
     pub error_dialect: Option<String>,
+    /// Serve `POST /pusher/auth` and `/pusher/user-auth` that sign anything for the first app,
+    /// for frontend development without a backend. Refused unless the server runs the embedded
+    /// default or `--not-production` is given.
+    #[arg(long, env = "HERALD_DEV_AUTH")]
+    pub dev_auth: bool,
+    /// Declares this server is not a production one (allows `--dev-auth` with configured apps).
+    #[arg(long, env = "HERALD_NOT_PRODUCTION")]
+    pub not_production: bool,
     /// Cluster backend: `local` (one process, the default) or `redis`.
     #[arg(long, env = "HERALD_CLUSTER")]
     pub cluster: Option<String>,
@@ -147,6 +155,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Which cluster backend.
     pub cluster: ClusterMode,
+    /// Serve the development auth endpoint.
+    pub dev_auth: bool,
 }
 
 /// The cluster backend.
@@ -181,6 +191,7 @@ impl Default for Settings {
             max_request_size: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             cluster: ClusterMode::Local,
+            dev_auth: false,
         }
     }
 }
@@ -273,6 +284,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(
                 file.take("shutdown_grace").unwrap_or(d.shutdown_grace.as_secs()),
             ),
+            dev_auth: false,
             cluster: ClusterMode::Local,
         };
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
@@ -321,6 +333,14 @@ impl Config {
             }
         }
         let dev_app = apps.is_empty();
+        s.dev_auth = cli.dev_auth;
+        if cli.dev_auth && !dev_app && !cli.not_production {
+            errors.push(
+                "--dev-auth signs anything for anyone: it is refused with configured apps unless \
+                 --not-production says this server is not a production one"
+                    .into(),
+            );
+        }
         if dev_app {
             let mut app = App::new(DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET);
             app.client_events = true;
@@ -497,6 +517,20 @@ mod tests {
         assert_eq!(c.apps.len(), 2);
         assert_eq!(c.apps[0].limits.max_presence_members, 20000);
         assert_eq!(c.apps[0].limits.max_connections, Some(10000));
+    }
+
+    #[test]
+    fn dev_auth_is_refused_for_configured_apps_unless_not_production() {
+        let app = ["--app-id", "1", "--app-key", "k", "--app-secret", "s", "--dev-auth"];
+        let errors = Config::load(&cli(&app)).unwrap_err();
+        assert!(errors[0].contains("--not-production"), "{errors:?}");
+        let mut allowed = app.to_vec();
+        allowed.push("--not-production");
+        assert!(Config::load(&cli(&allowed)).unwrap().settings.dev_auth);
+        assert!(
+            Config::load(&cli(&["--dev-auth"])).unwrap().settings.dev_auth,
+            "the embedded default allows it"
+        );
     }
 
     #[test]

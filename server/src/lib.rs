@@ -13,6 +13,7 @@
 //! | [`cluster`] | the [`cluster::Cluster`] trait (what crosses nodes) and [`cluster::LocalCluster`] |
 //! | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
 //! | [`http_api`] | the signed Pusher HTTP API |
+//! | [`dev_auth`] | the development auth endpoint (`--dev-auth`) |
 //! | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
 //! | [`subscription_count`] | throttled `pusher_internal:subscription_count` |
 //! | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
@@ -24,6 +25,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod dev_auth;
 pub mod http_api;
 pub mod metrics;
 pub mod outbox;

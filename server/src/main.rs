@@ -47,6 +47,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let addr = server.local_addr()?;
     let ops = server.ops_addr()?;
     print_banner(&config, addr, ops);
+    if config.settings.dev_auth {
+        tracing::warn!(
+            "DEV AUTH IS ON: /pusher/auth and /pusher/user-auth sign any channel and any user for anyone. \
+             Never expose this server."
+        );
+    }
     let token = server.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -106,10 +112,24 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
             "    const pusher = new Pusher({{ appId: \"{}\", key: \"{}\", secret: \"{}\", host: \"{host}\", port: \"{port}\", useTLS: false }});",
             app.id, app.key, app.secret
         );
-    } else {
+    }
+    if config.settings.dev_auth {
+        println!();
+        println!("  Development auth endpoint (--dev-auth; signs anything, never expose it):");
+        println!("    channelAuthorization: {{ endpoint: \"http://{host}:{port}/pusher/auth\" }},");
+        println!("    userAuthentication: {{ endpoint: \"http://{host}:{port}/pusher/user-auth\" }}");
+        println!("    (optional params: user_id, user_info; encrypted channels use the master key");
+        println!("     base64 {})", base64_dev_key());
+    }
+    if !config.dev_app {
         println!(
             "  Apps: {}",
             config.apps.iter().map(|a| format!("{} (key {})", a.id, a.key)).collect::<Vec<_>>().join(", ")
         );
     }
+}
+
+fn base64_dev_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(herald_server::dev_auth::DEV_ENCRYPTION_MASTER_KEY)
 }

@@ -134,6 +134,7 @@ impl Server {
         let app = Router::new()
             .route("/app/{key}", get(connection::upgrade))
             .merge(http_api::router(state.clone()))
+            .merge(if state.settings.dev_auth { crate::dev_auth::router() } else { Router::new() })
             .fallback(|| async { ApiError::NotFound })
             .with_state(state.clone());
         let ops = ops_router(state.metrics.clone(), token.clone(), state.cluster.clone());

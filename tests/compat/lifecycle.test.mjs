@@ -54,3 +54,27 @@ test('bad configuration lists every problem and exits non-zero', () => {
     assert.ok(r.stderr.includes(needle), `missing ${needle} in:\n${r.stderr}`);
   }
 });
+
+test('--dev-auth: pusher-js joins presence and signs in through the endpoints alone', async () => {
+  const { Pusher: PusherClient } = await import('./harness.mjs');
+  const server = await startServer(['--dev-auth']);
+  try {
+    const banner = server.banner();
+    assert.match(banner, /\/pusher\/auth/);
+    const key = banner.match(/key\s+= (\S+)/)[1];
+    const base = `http://127.0.0.1:${server.port}`;
+    const c = new PusherClient(key, {
+      cluster: 'herald', wsHost: '127.0.0.1', wsPort: server.port, forceTLS: false, enabledTransports: ['ws'],
+      channelAuthorization: { endpoint: `${base}/pusher/auth`, params: { user_id: 'frontend-dev' } },
+      userAuthentication: { endpoint: `${base}/pusher/user-auth`, params: { user_id: 'frontend-dev' } },
+    });
+    const room = await subscribed(c, 'presence-dev-room');
+    assert.equal(room.members.me.id, 'frontend-dev');
+    const signedIn = once((h) => c.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') h(m); }), 5000, 'signin');
+    c.signin();
+    await signedIn;
+    c.disconnect();
+  } finally {
+    await server.stop();
+  }
+});
