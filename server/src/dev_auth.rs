@@ -79,8 +79,29 @@ async fn preflight() -> Response {
     cors(StatusCode::NO_CONTENT, Value::Null)
 }
 
-fn app(state: &ServerState) -> Option<Arc<App>> {
-    state.apps.all().into_iter().next()
+/// What both endpoints start with: the app they sign for, the request's params, and a valid
+/// `socket_id`.
+struct DevRequest {
+    app: Arc<App>,
+    params: Vec<(String, String)>,
+    socket_id: String,
+}
+
+/// A refused request: status and message, turned into a CORS JSON response by [`refuse`].
+type Refused = (StatusCode, &'static str);
+
+fn refuse((status, error): Refused) -> Response {
+    cors(status, json!({ "error": error }))
+}
+
+fn request(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> Result<DevRequest, Refused> {
+    let params = params(headers, body);
+    let app = state.apps.all().into_iter().next().ok_or((StatusCode::NOT_FOUND, "no app"))?;
+    let socket_id = get(&params, "socket_id")
+        .filter(|s| is_socket_id(s))
+        .map(str::to_owned)
+        .ok_or((StatusCode::BAD_REQUEST, "a valid socket_id is required"))?;
+    Ok(DevRequest { app, params, socket_id })
 }
 
 fn user_id(params: &[(String, String)]) -> String {
@@ -97,14 +118,14 @@ async fn channel_auth(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let p = params(&headers, &body);
-    let Some(app) = app(&state) else { return cors(StatusCode::NOT_FOUND, json!({"error":"no app"})) };
-    let (Some(socket_id), Some(channel)) = (get(&p, "socket_id"), get(&p, "channel_name")) else {
-        return cors(StatusCode::BAD_REQUEST, json!({"error":"socket_id and channel_name are required"}));
+    let DevRequest { app, params: p, socket_id } = match request(&state, &headers, &body) {
+        Ok(r) => r,
+        Err(refused) => return refuse(refused),
     };
-    if !is_socket_id(socket_id) {
-        return cors(StatusCode::BAD_REQUEST, json!({"error":"invalid socket_id"}));
-    }
+    let socket_id = socket_id.as_str();
+    let Some(channel) = get(&p, "channel_name") else {
+        return refuse((StatusCode::BAD_REQUEST, "channel_name is required"));
+    };
     let kind = match parse_channel(channel, app.limits.max_channel_name_length) {
         Ok(name) => name.kind,
         Err(e) => return cors(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
@@ -140,13 +161,12 @@ async fn user_auth(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let p = params(&headers, &body);
-    let Some(app) = app(&state) else { return cors(StatusCode::NOT_FOUND, json!({"error":"no app"})) };
-    let Some(socket_id) = get(&p, "socket_id").filter(|s| is_socket_id(s)) else {
-        return cors(StatusCode::BAD_REQUEST, json!({"error":"a valid socket_id is required"}));
+    let DevRequest { app, params: p, socket_id } = match request(&state, &headers, &body) {
+        Ok(r) => r,
+        Err(refused) => return refuse(refused),
     };
     let user_data = json!({ "id": user_id(&p) }).to_string();
-    let auth = signing::token(&app.key, &app.secret, &signing::user_string(socket_id, &user_data));
+    let auth = signing::token(&app.key, &app.secret, &signing::user_string(&socket_id, &user_data));
     cors(StatusCode::OK, json!({ "auth": auth, "user_data": user_data }))
 }
 
