@@ -1,0 +1,57 @@
+//! `herald-operator`: runs the controllers, or prints the CRDs (`herald-operator crd`).
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herald_operator::run::{parse_namespaces, run, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "herald-operator",
+    version,
+    about = "Kubernetes operator for Herald (PusherCluster, PusherApp)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Namespaces to watch, comma-separated; all when empty.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
+    /// herald-server image for clusters that name none.
+    #[arg(long, env = "HERALD_SERVER_IMAGE", default_value = concat!("ghcr.io/herald-dev/herald-server:", env!("CARGO_PKG_VERSION")))]
+    server_image: String,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "HERALD_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Run the controllers (the default).
+    Run,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Crd) = cli.command {
+        print!("{}", herald_crds::crds_yaml().context("rendering the CRDs")?);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn")),
+        )
+        .init();
+    run(Settings {
+        namespaces: parse_namespaces(Some(&cli.watch_namespace)),
+        server_image: cli.server_image,
+        metrics_addr: cli.metrics_addr,
+    })
+    .await?;
+    Ok(())
+}
