@@ -195,3 +195,39 @@ pub async fn reconcile(app: Arc<PusherApp>, ctx: Arc<Context>) -> Result<Action>
     let settled = status.conditions.iter().all(|c| c.status == "True");
     Ok(Action::requeue(if settled { Duration::from_secs(300) } else { Duration::from_secs(15) }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, spec: serde_json::Value) -> PusherApp {
+        PusherApp::new(name, serde_json::from_value(spec).expect("spec"))
+    }
+
+    #[test]
+    fn the_secrets_apps_name_are_listed_once_each() {
+        let apps = [
+            app("chat", serde_json::json!({ "clusterRef": "main" })),
+            app(
+                "shop",
+                serde_json::json!({ "clusterRef": "main", "credentials": { "secretRef": { "name": "shared" } },
+                "encryptionMasterKeySecretRef": { "name": "shared", "key": "master" } }),
+            ),
+            app(
+                "games",
+                serde_json::json!({ "clusterRef": "main", "credentials": { "secretRef": { "name": "games" } } }),
+            ),
+        ];
+        assert_eq!(secrets_named(&apps), vec!["chat-credentials", "games", "shared"]);
+    }
+
+    #[test]
+    fn new_app_ids_are_seven_digits_and_avoid_taken_ones() {
+        for _ in 0..100 {
+            let id = new_app_id(&["1234567".into()]);
+            assert_eq!(id.len(), 7);
+            assert!(id.chars().all(|c| c.is_ascii_digit()));
+            assert_ne!(id, "1234567");
+        }
+    }
+}
