@@ -7,6 +7,7 @@
 //! - [`apply`]: server-side apply with one field manager per controller, standard labels.
 //! - [`conditions`]: status conditions whose `lastTransitionTime` moves only on a flip.
 //! - [`metrics`], [`web`]: the controller metrics trio, `/metrics` and `/healthz`.
+//! - [`leader`]: optional Lease-based leader election for 2+ replicas.
 //! - [`run`]: wiring (namespaces, controllers, shutdown).
 
 pub mod app;
@@ -14,6 +15,7 @@ pub mod apply;
 pub mod cluster;
 pub mod conditions;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod web;

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use herald_operator::run::{parse_namespaces, run, Settings};
+use herald_operator::leader::Election;
+use herald_operator::run::{check, parse_namespaces, run, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,9 @@ struct Cli {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "HERALD_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Reconcile only while holding the Lease `herald-operator` in $POD_NAMESPACE (for 2+ replicas).
+    #[arg(long, env = "HERALD_OPERATOR_LEADER_ELECTION")]
+    leader_election: bool,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +36,8 @@ enum Command {
     Crd,
     /// Run the controllers (the default).
     Run,
+    /// Check the client, the CRDs and the operator's rights; exit 0 when all hold.
+    Check,
 }
 
 #[tokio::main]
@@ -47,10 +53,24 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn")),
         )
         .init();
+    let namespaces = parse_namespaces(Some(&cli.watch_namespace));
+    if let Some(Command::Check) = cli.command {
+        check(&namespaces).await?;
+        println!("herald-operator: Kubernetes API reachable, CRDs installed, PusherClusters and PusherApps readable");
+        return Ok(());
+    }
+    let leader_election = if cli.leader_election {
+        let namespace = std::env::var("POD_NAMESPACE").context("--leader-election needs POD_NAMESPACE")?;
+        let identity = std::env::var("POD_NAME").context("--leader-election needs POD_NAME")?;
+        Some(Election { namespace, name: "herald-operator".into(), identity })
+    } else {
+        None
+    };
     run(Settings {
-        namespaces: parse_namespaces(Some(&cli.watch_namespace)),
+        namespaces,
         server_image: cli.server_image,
         metrics_addr: cli.metrics_addr,
+        leader_election,
     })
     .await?;
     Ok(())

@@ -39,6 +39,8 @@ pub struct Settings {
     pub server_image: String,
     /// Address of `/metrics` and `/healthz`.
     pub metrics_addr: SocketAddr,
+    /// Run the controllers only while holding this Lease (two or more replicas).
+    pub leader_election: Option<crate::leader::Election>,
 }
 
 /// Parses `WATCH_NAMESPACE`: empty or unset is all namespaces, else a comma-separated list.
@@ -235,14 +237,32 @@ async fn run_namespace(client: Client, namespace: Option<String>, shared: Arc<Sh
     futures_util::join!(clusters, apps);
 }
 
+/// Checks what the operator needs to start: a client, the CRDs, and the right to list
+/// PusherClusters and PusherApps where it watches. Used at start and by `herald-operator check`
+/// (the Helm test).
+pub async fn check(namespaces: &[String]) -> Result<Client, StartError> {
+    let client = Client::try_default().await.map_err(StartError::Client)?;
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for ns in scopes {
+        scoped::<PusherCluster>(&client, ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(StartError::Crds)?;
+        scoped::<PusherApp>(&client, ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(StartError::Crds)?;
+    }
+    Ok(client)
+}
+
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let client = Client::try_default().await.map_err(StartError::Client)?;
-    let probe = match settings.namespaces.first() {
-        Some(ns) => Api::<PusherCluster>::namespaced(client.clone(), ns),
-        None => Api::<PusherCluster>::all(client.clone()),
-    };
-    probe.list(&ListParams::default().limit(1)).await.map_err(StartError::Crds)?;
+    let client = check(&settings.namespaces).await?;
 
     let metrics = Arc::new(Metrics::default());
     let running = Arc::new(AtomicBool::new(false));
@@ -265,6 +285,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         server_image: settings.server_image.clone(),
     };
     let shared = Arc::new(Shared { ctx, failures: Failures::default() });
+    if let Some(election) = settings.leader_election.clone() {
+        info!(lease = %election.name, "leader election: waiting for the Lease");
+        election.lead(client.clone()).await;
+    }
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {

@@ -164,7 +164,14 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// The directory with the binaries (helm is there too).
     pub bin: PathBuf,
+    api_port: u16,
     processes: Vec<Process>,
+}
+
+fn kubeconfig_text(port: u16, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: user\n    namespace: default\ncurrent-context: e2e\n"
+    )
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -237,16 +244,15 @@ impl ControlPlane {
         );
 
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n    namespace: default\ncurrent-context: e2e\n"
-            ),
-        )
-        .expect("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_text(api_port, TOKEN)).expect("kubeconfig");
 
-        let mut plane =
-            ControlPlane { dir: dir.clone(), kubeconfig, bin: bin.clone(), processes: vec![etcd, apiserver] };
+        let mut plane = ControlPlane {
+            dir: dir.clone(),
+            kubeconfig,
+            bin: bin.clone(),
+            api_port,
+            processes: vec![etcd, apiserver],
+        };
         let deadline = Instant::now() + Duration::from_secs(90);
         while !plane.kubectl(&["get", "--raw", "/readyz"]).0 {
             plane.processes.iter_mut().for_each(Process::assert_running);
@@ -330,9 +336,42 @@ impl ControlPlane {
         ]);
     }
 
-    /// Starts the herald-operator binary against this control plane.
+    /// Writes a kubeconfig that authenticates with `token` (a ServiceAccount's, say).
+    pub fn kubeconfig_for_token(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(&path, kubeconfig_text(self.api_port, token)).expect("kubeconfig");
+        path
+    }
+
+    /// A token of ServiceAccount `namespace/name` (TokenRequest API).
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=1h"]).trim().to_owned()
+    }
+
+    /// Runs helm against this control plane; returns (success, output).
+    pub fn helm(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(self.bin.join("helm"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
+            .env("HELM_DATA_HOME", self.dir.join("helm/data"))
+            .output()
+            .expect("helm runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// Starts the herald-operator binary against this control plane as the admin.
     pub fn start_operator(&self, extra_env: &[(&str, &str)]) -> Process {
-        let kubeconfig = self.kubeconfig.display().to_string();
+        self.start_operator_as(&self.kubeconfig, extra_env)
+    }
+
+    /// Starts the herald-operator binary with the given kubeconfig.
+    pub fn start_operator_as(&self, kubeconfig: &Path, extra_env: &[(&str, &str)]) -> Process {
+        let kubeconfig = kubeconfig.display().to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("KUBECONFIG", &kubeconfig),
             ("HERALD_OPERATOR_METRICS_ADDR", "127.0.0.1:0"),

@@ -25,7 +25,11 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let plane = ControlPlane::start();
         plane.install_crds();
-        let operator = plane.start_operator(&[("HERALD_SERVER_IMAGE", "herald-server:e2e")]);
+        // Several namespaces, as WATCH_NAMESPACE allows (one controller pair per namespace).
+        let operator = plane.start_operator(&[
+            ("HERALD_SERVER_IMAGE", "herald-server:e2e"),
+            ("WATCH_NAMESPACE", "managed,generated,gitops,invalid,drift"),
+        ]);
         Env { plane, _operator: operator }
     })
 }
