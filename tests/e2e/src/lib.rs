@@ -156,6 +156,21 @@ pub fn control_plane_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Removes the directories of earlier test runs whose process is gone (a control plane in a
+/// static is never dropped, so its directory outlives the run).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("herald-e2e-").and_then(|rest| rest.split('-').next()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     /// Directory with logs, certificates and the kubeconfig.
@@ -187,6 +202,7 @@ impl ControlPlane {
     /// ready.
     pub fn start() -> ControlPlane {
         let bin = control_plane_bin();
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("herald-e2e-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let s = |p: &Path| p.display().to_string();
