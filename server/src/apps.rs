@@ -1,10 +1,14 @@
 //! Apps: credentials, switches and limits ([`App`]), and where they come from ([`AppStore`]).
-//! [`StaticApps`] serves the apps of the configuration; a Kubernetes-backed store that watches
-//! `PusherApp` objects implements the same trait.
+//! [`StaticApps`] serves the apps of the configuration; [`kubernetes::KubeApps`] watches the
+//! `PusherApp` objects of a cluster and the Secrets they name, and changes live.
+
+pub mod kubernetes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// Per-app limits. Defaults are hosted Pusher's, except where noted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,13 +188,25 @@ pub trait AppStore: Send + Sync + 'static {
     fn by_id(&self, id: &str) -> Option<Arc<App>>;
     /// Every app, for start-up banners and metrics.
     fn all(&self) -> Vec<Arc<App>>;
+    /// Ticks whenever any app is added, changed or removed. Connections hold their app's
+    /// settings; on a tick they look it up again (new secret, new switches), or close with
+    /// 4001 (deleted) or 4003 (disabled).
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// Apps fixed at start-up (flags, environment, config file).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StaticApps {
     by_key: HashMap<String, Arc<App>>,
     by_id: HashMap<String, Arc<App>>,
+    /// Never ticks: static apps do not change.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for StaticApps {
+    fn default() -> Self {
+        StaticApps { by_key: HashMap::new(), by_id: HashMap::new(), changes: watch::Sender::new(0) }
+    }
 }
 
 impl StaticApps {
@@ -219,6 +235,10 @@ impl AppStore for StaticApps {
         let mut apps: Vec<_> = self.by_id.values().cloned().collect();
         apps.sort_by(|a, b| a.id.cmp(&b.id));
         apps
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

@@ -61,6 +61,17 @@ pub struct Cli {
     /// Declares this server is not a production one (allows `--dev-auth` with configured apps).
     #[arg(long, env = "HERALD_NOT_PRODUCTION")]
     pub not_production: bool,
+    /// Where apps come from: `static` (flags and config file, the default) or `kubernetes`
+    /// (the PusherApps of `--cluster-name`, watched live).
+    #[arg(long, env = "HERALD_APPS")]
+    pub apps: Option<String>,
+    /// PusherCluster whose apps to serve with `--apps kubernetes`.
+    #[arg(long, env = "HERALD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Namespace of the PusherCluster [default: $POD_NAMESPACE, else the pod's service account
+    /// namespace].
+    #[arg(long, env = "HERALD_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Cluster backend: `local` (one process, the default) or `redis`.
     #[arg(long, env = "HERALD_CLUSTER")]
     pub cluster: Option<String>,
@@ -205,6 +216,27 @@ pub struct Config {
     pub apps: Vec<App>,
     /// Whether `apps` is the development app of the embedded default.
     pub dev_app: bool,
+    /// With `--apps kubernetes`: whose PusherApps to serve (and `apps` is empty).
+    pub kubernetes: Option<KubernetesApps>,
+}
+
+/// The PusherCluster whose apps a server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesApps {
+    /// PusherCluster name.
+    pub cluster: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// The namespace of `--apps kubernetes`: flag, `$POD_NAMESPACE`, else the service account's.
+fn kubernetes_namespace(cli: &Cli) -> Option<String> {
+    cli.namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 impl Config {
@@ -223,6 +255,7 @@ impl Config {
             },
             apps: vec![app],
             dev_app: true,
+            kubernetes: None,
         }
     }
 
@@ -332,7 +365,32 @@ impl Config {
                 errors.push(format!("app key {:?} is used by more than one app", app.key));
             }
         }
-        let dev_app = apps.is_empty();
+        let kubernetes = match cli.apps.as_deref() {
+            None | Some("static") => None,
+            Some("kubernetes") => {
+                if !apps.is_empty() {
+                    errors.push(
+                        "--apps kubernetes serves PusherApps only: remove [[apps]] and --app-* flags".into(),
+                    );
+                }
+                let cluster = cli.cluster_name.clone().filter(|c| !c.is_empty());
+                let namespace = kubernetes_namespace(cli);
+                if cluster.is_none() {
+                    errors.push("--apps kubernetes needs --cluster-name (HERALD_CLUSTER_NAME)".into());
+                }
+                if namespace.is_none() {
+                    errors.push(
+                        "--apps kubernetes needs --namespace (HERALD_NAMESPACE or POD_NAMESPACE)".into(),
+                    );
+                }
+                cluster.zip(namespace).map(|(cluster, namespace)| KubernetesApps { cluster, namespace })
+            }
+            Some(other) => {
+                errors.push(format!("--apps: expected 'static' or 'kubernetes', got {other:?}"));
+                None
+            }
+        };
+        let dev_app = apps.is_empty() && cli.apps.as_deref() != Some("kubernetes");
         s.dev_auth = cli.dev_auth;
         if cli.dev_auth && !dev_app && !cli.not_production {
             errors.push(
@@ -347,7 +405,7 @@ impl Config {
             apps.push(app);
         }
         if errors.is_empty() {
-            Ok(Config { settings: s, apps, dev_app })
+            Ok(Config { settings: s, apps, dev_app, kubernetes })
         } else {
             Err(errors)
         }
@@ -428,6 +486,35 @@ mod tests {
         let mut all = vec!["herald-server"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn apps_from_kubernetes_need_a_cluster_and_exclude_static_apps() {
+        let c = Config::load(&cli(&["--apps", "kubernetes", "--cluster-name", "rt", "--namespace", "chat"]))
+            .unwrap();
+        assert_eq!(c.kubernetes, Some(KubernetesApps { cluster: "rt".into(), namespace: "chat".into() }));
+        assert!(c.apps.is_empty() && !c.dev_app, "no development app next to Kubernetes apps");
+
+        let errors = Config::load(&cli(&["--apps", "kubernetes", "--namespace", "chat"])).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("--cluster-name")), "{errors:?}");
+        let errors = Config::load(&cli(&[
+            "--apps",
+            "kubernetes",
+            "--cluster-name",
+            "rt",
+            "--namespace",
+            "chat",
+            "--app-id",
+            "1",
+            "--app-key",
+            "k",
+            "--app-secret",
+            "s",
+        ]))
+        .unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("PusherApps only")), "{errors:?}");
+        let errors = Config::load(&cli(&["--apps", "etcd"])).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("'static' or 'kubernetes'")), "{errors:?}");
     }
 
     fn file(text: &str) -> tempfile_path::TempPath {

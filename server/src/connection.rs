@@ -21,7 +21,7 @@ use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
@@ -152,6 +152,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
             user: None,
             auth_deadline: app.user_authentication.then(|| Instant::now() + app.user_authentication_timeout),
             ending: None,
+            app_changes: state.apps.changes(),
         };
         debug!("connected");
         let reason = conn.run(&mut socket, rx, &control).await;
@@ -256,9 +257,30 @@ struct Connection {
     auth_deadline: Option<Instant>,
     /// Set by a handler that ends the connection.
     ending: Option<Ending>,
+    /// Ticks when apps change (Kubernetes-backed apps change live).
+    app_changes: watch::Receiver<u64>,
 }
 
 impl Connection {
+    /// Takes the app's current settings (a rotated secret signs the next subscription), or
+    /// ends the connection when the app was deleted (4001) or disabled (4003).
+    fn refresh_app(&mut self) -> Option<Ending> {
+        match self.state.apps.by_id(&self.app.id) {
+            None => {
+                debug!("app deleted: closing");
+                Some(Ending::Pusher(CloseReason::AppNotFound))
+            }
+            Some(app) if !app.enabled => {
+                debug!("app disabled: closing");
+                Some(Ending::Pusher(CloseReason::AppDisabled))
+            }
+            Some(app) => {
+                self.app = app;
+                None
+            }
+        }
+    }
+
     async fn run(
         &mut self,
         socket: &mut WebSocket,
@@ -283,6 +305,11 @@ impl Connection {
             tokio::select! {
                 _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
                 reason = control.requested() => return Some(Ending::Pusher(reason)),
+                Ok(()) = self.app_changes.changed() => {
+                    if let Some(ending) = self.refresh_app() {
+                        return Some(ending);
+                    }
+                }
                 incoming = socket.recv() => match incoming {
                     None => return None,
                     Some(Err(e)) => return read_error(e),

@@ -121,7 +121,9 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
         println!("    (optional params: user_id, user_info; encrypted channels use the master key");
         println!("     base64 {})", base64_dev_key());
     }
-    if !config.dev_app {
+    if let Some(k) = &config.kubernetes {
+        println!("  Apps: the PusherApps of PusherCluster {}/{} (watched live)", k.namespace, k.cluster);
+    } else if !config.dev_app {
         println!(
             "  Apps: {}",
             config.apps.iter().map(|a| format!("{} (key {})", a.id, a.key)).collect::<Vec<_>>().join(", ")

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::apps::kubernetes::KubeApps;
 use crate::apps::{AppStore, StaticApps};
 use crate::channels::Registry;
 use crate::cluster::{Cluster, LocalCluster, RedisCluster};
@@ -80,7 +81,18 @@ impl Server {
         let metrics = Metrics::new();
         let registry = Registry::new(&metrics);
         let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics);
-        let apps: Arc<dyn AppStore> = Arc::new(StaticApps::new(config.apps.iter().cloned()));
+        let shutdown = CancellationToken::new();
+        let apps: Arc<dyn AppStore> = match &config.kubernetes {
+            None => Arc::new(StaticApps::new(config.apps.iter().cloned())),
+            Some(k) => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    io::Error::other(format!("--apps kubernetes: cannot build a Kubernetes client: {e}"))
+                })?;
+                KubeApps::start(client, &k.namespace, &k.cluster, shutdown.clone())
+                    .await
+                    .map_err(|e| io::Error::other(format!("--apps kubernetes: {e}")))?
+            }
+        };
         let cluster: Arc<dyn Cluster> = match &s.cluster {
             ClusterMode::Local => Arc::new(LocalCluster::new(registry)),
             ClusterMode::Redis(redis) => Arc::new(
@@ -102,7 +114,7 @@ impl Server {
             apps,
             cluster,
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: TaskTracker::new(),
             webhooks,
             counts: SubscriptionCounts::default(),

@@ -177,8 +177,21 @@ pub fn signed_query(
     timestamp: u64,
     secret: &str,
 ) -> String {
+    signed_query_as(KEY, secret, method, path, extra, body, timestamp)
+}
+
+/// Like [`signed_query`], for an app with another key.
+pub fn signed_query_as(
+    key: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+    timestamp: u64,
+) -> String {
     let mut params: Vec<(String, String)> = vec![
-        ("auth_key".into(), KEY.into()),
+        ("auth_key".into(), key.into()),
         ("auth_timestamp".into(), timestamp.to_string()),
         ("auth_version".into(), "1.0".into()),
     ];

@@ -101,7 +101,32 @@ impl Node {
     /// Starts a node with the dev app credentials of the in-process tests, a 3 s lease, and
     /// `extra` flags.
     pub async fn spawn(redis: &Redis, node_id: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        command
+            .args(["--app-id", super::APP_ID, "--app-key", super::KEY, "--app-secret", super::SECRET])
+            .arg("--app-client-events")
+            .args(extra);
+        Node::launch(command, redis, node_id).await
+    }
+
+    /// Starts a node serving the PusherApps of `cluster` in `namespace` (`--apps kubernetes`),
+    /// reaching the API server with `kubeconfig`.
+    pub async fn spawn_kubernetes(
+        redis: &Redis,
+        node_id: &str,
+        cluster: &str,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+    ) -> Node {
+        let mut command = Command::new(server_binary());
+        command
+            .args(["--apps", "kubernetes", "--cluster-name", cluster, "--namespace", namespace])
+            .env("KUBECONFIG", kubeconfig);
+        Node::launch(command, redis, node_id).await
+    }
+
+    async fn launch(mut command: Command, redis: &Redis, node_id: &str) -> Node {
+        let mut child = command
             .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
             .args([
                 "--cluster",
@@ -113,9 +138,6 @@ impl Node {
                 "--lease-ttl",
                 "3",
             ])
-            .args(["--app-id", super::APP_ID, "--app-key", super::KEY, "--app-secret", super::SECRET])
-            .arg("--app-client-events")
-            .args(extra)
             .env("HERALD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -137,7 +159,7 @@ impl Node {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), read).await.expect("node printed its addresses");
+        tokio::time::timeout(Duration::from_secs(40), read).await.expect("node printed its addresses");
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Node { child, addr: addr.expect("ws address"), ops: ops.expect("ops address") }
