@@ -73,4 +73,6 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// Image for clusters that do not name one.
     pub server_image: String,
+    /// How often settled apps' `status.connections` / `status.channels` are refreshed.
+    pub usage_refresh: std::time::Duration,
 }

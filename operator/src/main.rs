@@ -25,6 +25,9 @@ struct Cli {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "HERALD_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Seconds between refreshes of each PusherApp's status.connections and status.channels.
+    #[arg(long, env = "HERALD_OPERATOR_USAGE_REFRESH", default_value_t = 30)]
+    usage_refresh: u64,
     /// Reconcile only while holding the Lease `herald-operator` in $POD_NAMESPACE (for 2+ replicas).
     #[arg(long, env = "HERALD_OPERATOR_LEADER_ELECTION")]
     leader_election: bool,
@@ -70,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         namespaces,
         server_image: cli.server_image,
         metrics_addr: cli.metrics_addr,
+        usage_refresh: std::time::Duration::from_secs(cli.usage_refresh.max(1)),
         leader_election,
     })
     .await?;

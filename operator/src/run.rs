@@ -39,6 +39,8 @@ pub struct Settings {
     pub server_image: String,
     /// Address of `/metrics` and `/healthz`.
     pub metrics_addr: SocketAddr,
+    /// How often settled apps' usage is refreshed.
+    pub usage_refresh: std::time::Duration,
     /// Run the controllers only while holding this Lease (two or more replicas).
     pub leader_election: Option<crate::leader::Election>,
 }
@@ -283,6 +285,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         server_image: settings.server_image.clone(),
+        usage_refresh: settings.usage_refresh,
     };
     let shared = Arc::new(Shared { ctx, failures: Failures::default() });
     if let Some(election) = settings.leader_election.clone() {

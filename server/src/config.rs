@@ -321,7 +321,7 @@ impl Config {
             cluster: ClusterMode::Local,
         };
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
-        let dialect: Option<String> = cli.error_dialect.clone().or_else(|| file.take("error_dialect"));
+        let dialect: Option<String> = cli.error_dialect.clone().or(file.take("error_dialect"));
         match dialect.as_deref() {
             None | Some("echo") => {}
             Some("pusher") => s.error_dialect = ErrorDialect::Pusher,
@@ -436,12 +436,11 @@ where
 }
 
 fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Fields) -> ClusterMode {
-    let mode: Option<String> = cli.cluster.clone().or_else(|| file.take("cluster"));
-    let url: Option<String> = cli.redis_url.clone().or_else(|| file.take("redis_url"));
-    let node_id: Option<String> = cli.node_id.clone().or_else(|| file.take("node_id"));
+    let mode: Option<String> = cli.cluster.clone().or(file.take("cluster"));
+    let url: Option<String> = cli.redis_url.clone().or(file.take("redis_url"));
+    let node_id: Option<String> = cli.node_id.clone().or(file.take("node_id"));
     let ttl = setting(errors, "lease_ttl", cli.lease_ttl.as_deref(), file.take("lease_ttl"), 10u64);
-    let prefix: String =
-        cli.redis_prefix.clone().or_else(|| file.take("redis_prefix")).unwrap_or("herald".into());
+    let prefix: String = cli.redis_prefix.clone().or(file.take("redis_prefix")).unwrap_or("herald".into());
     match mode.as_deref() {
         None | Some("local") => {
             if url.is_some() {
@@ -486,6 +485,30 @@ mod tests {
         let mut all = vec!["herald-server"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn a_flag_overrides_the_same_key_in_the_file_without_calling_it_unknown() {
+        let f = file("cluster = \"local\"\nerror_dialect = \"echo\"\nredis_prefix = \"x\"\n");
+        let path = f.0.display().to_string();
+        let c = Config::load(&cli(&[
+            "--config",
+            &path,
+            "--cluster",
+            "redis",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+            "--error-dialect",
+            "pusher",
+            "--redis-prefix",
+            "y",
+        ]))
+        .expect("flags override file keys");
+        assert_eq!(c.settings.error_dialect, ErrorDialect::Pusher);
+        match c.settings.cluster {
+            ClusterMode::Redis(r) => assert_eq!(r.prefix, "y"),
+            ClusterMode::Local => panic!("--cluster redis wins over the file"),
+        }
     }
 
     #[test]

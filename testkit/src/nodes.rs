@@ -117,10 +117,12 @@ impl Node {
         cluster: &str,
         namespace: &str,
         kubeconfig: &std::path::Path,
+        extra: &[&str],
     ) -> Node {
         let mut command = Command::new(server_binary());
         command
             .args(["--apps", "kubernetes", "--cluster-name", cluster, "--namespace", namespace])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig);
         Node::launch(command, redis, node_id).await
     }

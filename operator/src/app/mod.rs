@@ -2,6 +2,7 @@
 //! them in status. The server pods read the app itself (and its Secret) live.
 
 pub mod credentials;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +153,10 @@ pub async fn reconcile(app: Arc<PusherApp>, ctx: Arc<Context>) -> Result<Action>
     };
 
     let previous = app.status.clone().unwrap_or_default();
+    let usage = match (&cluster, accepted.status) {
+        (Some(cluster), true) => usage::read(&ctx.client, cluster, &namespace, &app_id).await,
+        _ => None,
+    };
     let (conditions, flips) = conditions::merge(
         &previous.conditions,
         vec![ready, accepted, credentials],
@@ -164,8 +169,8 @@ pub async fn reconcile(app: Arc<PusherApp>, ctx: Arc<Context>) -> Result<Action>
         app_id: Some(app_id),
         key: resolved.key().map(str::to_owned),
         credentials_secret: Some(credentials_secret_name(&app)),
-        connections: previous.connections,
-        channels: previous.channels,
+        connections: usage.map(|u| u.0).or(previous.connections),
+        channels: usage.map(|u| u.1).or(previous.channels),
     };
     if status != previous {
         let patch = json!({ "apiVersion": "herald.dev/v1alpha1", "kind": "PusherApp", "status": status });
@@ -192,8 +197,9 @@ pub async fn reconcile(app: Arc<PusherApp>, ctx: Arc<Context>) -> Result<Action>
             tracing::warn!(%err, "cannot publish event");
         }
     }
+    // Usage is refreshed on this period too, so `kubectl get pusherapps` stays current.
     let settled = status.conditions.iter().all(|c| c.status == "True");
-    Ok(Action::requeue(if settled { Duration::from_secs(300) } else { Duration::from_secs(15) }))
+    Ok(Action::requeue(if settled { ctx.usage_refresh } else { Duration::from_secs(15) }))
 }
 
 #[cfg(test)]

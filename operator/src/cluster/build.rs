@@ -121,7 +121,7 @@ pub fn server_config(cluster: &PusherCluster) -> Result<String> {
     }
     table.insert("cluster".into(), "redis".into());
     // One Redis may serve several clusters (external mode): keep their keys apart.
-    table.insert("redis_prefix".into(), format!("herald:{namespace}:{name}").into());
+    table.insert("redis_prefix".into(), crate::app::usage::redis_prefix(&namespace, &name).into());
     Ok(toml::to_string(&toml::Value::Table(table))?)
 }
 

@@ -87,7 +87,7 @@ fn apply(plane: &ControlPlane, yaml: &str) {
 async fn pods_serve_pusherapps_live_to_the_official_sdks() {
     let plane = ControlPlane::start();
     plane.install_crds();
-    let _operator = plane.start_operator(&[("WATCH_NAMESPACE", NS)]);
+    let _operator = plane.start_operator(&[("WATCH_NAMESPACE", NS), ("HERALD_OPERATOR_USAGE_REFRESH", "1")]);
     let client = plane.client().await;
     plane.namespace(&client, NS).await;
     let redis = Redis::start().await;
@@ -146,8 +146,24 @@ async fn pods_serve_pusherapps_live_to_the_official_sdks() {
     // The "pods": herald-server processes with the ServiceAccount token of the cluster's pods.
     let token = plane.service_account_token(NS, "rt");
     let kubeconfig = plane.kubeconfig_for_token("rt-pods", &token);
-    let a = Node::spawn_kubernetes(&redis, "rt-a", "rt", NS, &kubeconfig).await;
-    let b = Node::spawn_kubernetes(&redis, "rt-b", "rt", NS, &kubeconfig).await;
+    // Each pod mounts the operator's ConfigMap (Redis key prefix and server settings).
+    let config = plane.dir.join("herald.toml");
+    std::fs::write(
+        &config,
+        plane.kubectl_ok(&[
+            "get",
+            "configmap",
+            "rt",
+            "-n",
+            NS,
+            "-o",
+            "go-template={{index .data \"herald.toml\"}}",
+        ]),
+    )
+    .expect("config file");
+    let config = config.display().to_string();
+    let a = Node::spawn_kubernetes(&redis, "rt-a", "rt", NS, &kubeconfig, &["--config", &config]).await;
+    let b = Node::spawn_kubernetes(&redis, "rt-b", "rt", NS, &kubeconfig, &["--config", &config]).await;
 
     // Credentials as a user reads them.
     let app_id = secret_value(&plane, "chat-credentials", "appId");
@@ -189,6 +205,23 @@ async fn pods_serve_pusherapps_live_to_the_official_sdks() {
     conn.subscribe("updates").await;
     assert_eq!(trigger(&b, &app_id, &key, &secret, "updates").await, 200);
     assert_eq!(conn.next().await["event"], "news");
+
+    // `kubectl get pusherapps` shows live usage, read from the cluster's Redis.
+    eventually("status.connections counts the open connection", WAIT, || async {
+        let out = plane.kubectl_ok(&[
+            "get",
+            "pusherapp",
+            "chat",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.connections}/{.status.channels}",
+        ]);
+        (out.trim() == "1/1").then_some(())
+    })
+    .await;
+    let table = plane.kubectl_ok(&["get", "pusherapps", "-n", NS]);
+    assert!(table.lines().next().unwrap_or_default().contains("CONNECTIONS"), "{table}");
 
     // Rotate the secret: new signatures work within seconds, the old one stops, and the open
     // connection stays up.
