@@ -139,3 +139,25 @@ test('quotas: backend events per second answer 429, connections over quota get 4
     assert.equal(first.connection.state, 'connected');
   },
 ));
+
+test('the Node backend example triggers through the official SDK', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { copyFileSync, mkdirSync } = await import('node:fs');
+  const { fileURLToPath } = await import('node:url');
+  // As a user would: the snippet in a project that has `npm i pusher` (this suite's modules).
+  const dir = fileURLToPath(new URL('./.artifacts/backend-example/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(fileURLToPath(new URL('../../examples/backend/trigger.mjs', import.meta.url)), join(dir, 'trigger.mjs'));
+  const server = await startServer();
+  try {
+    const result = spawnSync(process.execPath, [join(dir, 'trigger.mjs')], {
+      env: { ...process.env, PUSHER_APP_ID: APP.id, PUSHER_KEY: APP.key, PUSHER_SECRET: APP.secret, PUSHER_PORT: String(server.port) },
+      encoding: 'utf8',
+      timeout: 20000,
+    });
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(result.stdout, /occupied channels: \{"channels":\{\}\}/);
+  } finally {
+    await server.stop();
+  }
+});

@@ -129,3 +129,16 @@ def test_private_channel_with_an_sdk_signature_and_a_forged_one(server):
     assert refused["event"] == "pusher:subscription_error"
     assert refused["data"]["status"] == 401
     assert re.match(r"^\d+\.\d+$", s.socket_id)
+
+
+def test_the_python_backend_example_triggers(server):
+    import sys
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "backend", "trigger.py")
+    env = dict(os.environ, PUSHER_APP_ID=APP_ID, PUSHER_KEY=KEY, PUSHER_SECRET=SECRET, PUSHER_PORT=str(server))
+    s = Socket(server)
+    s.subscribe("lobby")
+    result = subprocess.run([sys.executable, example], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "occupied channels:" in result.stdout
+    event = s.recv()
+    assert (event["event"], json.loads(event["data"])) == ("count", {"messages": 42})

@@ -484,3 +484,21 @@ async fn drift_is_corrected_pause_stops_writes_and_delete_cascades() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_examples_are_accepted_by_the_apiserver() {
+    let (plane, _client) = setup("examples").await;
+    let dir = herald_e2e::workspace_root().join("examples/kubernetes");
+    for entry in std::fs::read_dir(&dir).expect("examples/kubernetes") {
+        let path = entry.expect("entry").path();
+        let (ok, out) = plane.kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            "examples",
+            "-f",
+            &path.display().to_string(),
+        ]);
+        assert!(ok, "{} is refused: {out}", path.display());
+    }
+}
