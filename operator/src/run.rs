@@ -167,8 +167,23 @@ async fn run_namespace(client: Client, namespace: Option<String>, shared: Arc<Sh
     clusters = owned::<PodDisruptionBudget>(clusters, &client, ns);
     clusters = owned::<HorizontalPodAutoscaler>(clusters, &client, ns);
     clusters = owned::<NetworkPolicy>(clusters, &client, ns);
-    // An app added, removed or pointed at new Secrets changes the cluster's Role and app count.
+    // An app added, removed or pointed at new Secrets changes the cluster's Role and app count;
+    // a changed external Redis URL Secret (the user's) rolls the pods.
+    let by_redis_secret = clusters.store();
     let clusters = clusters
+        .watches(scoped::<Secret>(&client, ns), wc.clone(), move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            by_redis_secret
+                .state()
+                .into_iter()
+                .filter(|c| {
+                    c.namespace() == namespace
+                        && c.spec.redis.external.as_ref().is_some_and(|e| e.url_secret_ref.name == name)
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .watches(scoped::<PusherApp>(&client, ns), wc.clone(), |app| {
             let namespace = app.namespace()?;
             Some(ObjectRef::<PusherCluster>::new(&app.spec.cluster_ref).within(&namespace))

@@ -17,15 +17,24 @@ let backend;
 let browser;
 let url;
 
+// HERALD_CHAT_TARGET (JSON: appId, key, secret, clientPort, apiPort) points the page at servers
+// someone else runs: the Kubernetes e2e test sets it to its two `--apps kubernetes` pods, with
+// the PusherApp's credentials. Without it, the test starts its own server.
+const TARGET = process.env.HERALD_CHAT_TARGET ? JSON.parse(process.env.HERALD_CHAT_TARGET) : null;
+
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (./scripts/test installs Debian's chromium)`);
   assert.ok(existsSync(`${EXAMPLE}node_modules/pusher-js`), 'run npm ci in examples/chat (./scripts/test does)');
-  herald = await startServer(appArgs());
+  let target = TARGET;
+  if (!target) {
+    herald = await startServer(appArgs());
+    target = { appId: APP.id, key: APP.key, secret: APP.secret, clientPort: herald.port, apiPort: herald.port };
+  }
   backend = spawn(process.execPath, ['server.mjs'], {
     cwd: EXAMPLE,
     env: {
-      ...process.env, PORT: '0', PUSHER_APP_ID: APP.id, PUSHER_KEY: APP.key, PUSHER_SECRET: APP.secret,
-      PUSHER_HOST: '127.0.0.1', PUSHER_PORT: String(herald.port),
+      ...process.env, PORT: '0', PUSHER_APP_ID: target.appId, PUSHER_KEY: target.key, PUSHER_SECRET: target.secret,
+      PUSHER_HOST: '127.0.0.1', PUSHER_PORT: String(target.apiPort), PUSHER_BROWSER_PORT: String(target.clientPort),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

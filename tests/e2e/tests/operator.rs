@@ -28,7 +28,7 @@ fn env() -> &'static Env {
         // Several namespaces, as WATCH_NAMESPACE allows (one controller pair per namespace).
         let operator = plane.start_operator(&[
             ("HERALD_SERVER_IMAGE", "herald-server:e2e"),
-            ("WATCH_NAMESPACE", "managed,generated,gitops,invalid,drift"),
+            ("WATCH_NAMESPACE", "managed,generated,gitops,invalid,drift,external"),
         ]);
         Env { plane, _operator: operator }
     })
@@ -501,4 +501,63 @@ async fn the_shipped_examples_are_accepted_by_the_apiserver() {
         ]);
         assert!(ok, "{} is refused: {out}", path.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_redis_secret_is_reported_when_missing_and_a_new_url_rolls_the_pods() {
+    let ns = "external";
+    let (plane, client) = setup(ns).await;
+    create_cluster(
+        &client,
+        ns,
+        "main",
+        json!({ "redis": { "mode": "External", "external": { "urlSecretRef": { "name": "redis-url" } } } }),
+    )
+    .await;
+    let missing = cluster_condition(&client, ns, "main", "RedisReady", "False").await;
+    let status = missing.status.expect("status");
+    let redis = condition(&status.conditions, "RedisReady").unwrap();
+    assert_eq!(redis.reason, "RedisSecretMissing");
+    assert!(redis.message.contains("external/redis-url"), "{}", redis.message);
+    assert_eq!(condition(&status.conditions, "Degraded").unwrap().status, "True");
+    assert!(
+        get::<Deployment>(&client, ns, "main-redis").await.is_none(),
+        "no managed Redis in External mode"
+    );
+
+    plane.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "redis-url",
+        "-n",
+        ns,
+        "--from-literal=url=redis://10.0.0.1:6379/0",
+    ]);
+    cluster_condition(&client, ns, "main", "RedisReady", "True").await;
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default()["herald.dev/config-hash"]
+            .clone()
+    };
+    let before: Deployment = eventually("Deployment", WAIT, || get(&client, ns, "main")).await;
+    let before = hash(&before);
+    plane.kubectl_ok(&[
+        "patch",
+        "secret",
+        "redis-url",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"url":"redis://10.0.0.2:6379/0"}}"#,
+    ]);
+    eventually("a new Redis URL rolls the pods", WAIT, || async {
+        let d: Deployment = get(&client, ns, "main").await?;
+        (hash(&d) != before).then_some(())
+    })
+    .await;
 }

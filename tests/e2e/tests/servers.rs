@@ -1,8 +1,10 @@
-//! The users' path on a real control plane: the operator reconciles a PusherCluster and a
-//! PusherApp; two herald-server processes play the cluster's pods (`--apps kubernetes`, the
-//! ServiceAccount token the operator's Role binds, a real Redis); the official pusher-js client
-//! and Node server SDK talk across both; disabling, rotating and deleting the app take effect
-//! live.
+//! The users' path on a real control plane, from `helm install` to two browsers chatting: the
+//! chart installs the CRDs and the operator's RBAC; the operator (on the chart's ServiceAccount
+//! token) reconciles a PusherCluster and a PusherApp; two herald-server processes play the
+//! cluster's pods (`--apps kubernetes`, the pods' ServiceAccount token, the operator's
+//! ConfigMap, a real Redis); the official pusher-js client and Node server SDK talk across both,
+//! then the chat example in two headless Chromium contexts; disabling, rotating and deleting the
+//! app take effect live.
 
 use std::time::Duration;
 
@@ -84,12 +86,35 @@ fn apply(plane: &ControlPlane, yaml: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pods_serve_pusherapps_live_to_the_official_sdks() {
+async fn from_helm_install_to_two_browsers_chatting_with_apps_served_live() {
     let plane = ControlPlane::start();
-    plane.install_crds();
-    let _operator = plane.start_operator(&[("WATCH_NAMESPACE", NS), ("HERALD_OPERATOR_USAGE_REFRESH", "1")]);
     let client = plane.client().await;
     plane.namespace(&client, NS).await;
+    let chart = workspace_root().join("charts/herald-operator").display().to_string();
+    let (ok, out) = plane.helm(&[
+        "install",
+        "herald-operator",
+        &chart,
+        "-n",
+        "herald-system",
+        "--create-namespace",
+        "--set",
+        "watchNamespaces={live}",
+    ]);
+    assert!(ok, "helm install: {out}");
+    plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/pusherclusters.herald.dev",
+        "crd/pusherapps.herald.dev",
+    ]);
+    let operator_token = plane.service_account_token("herald-system", "herald-operator");
+    let operator_kubeconfig = plane.kubeconfig_for_token("operator", &operator_token);
+    let _operator = plane.start_operator_as(
+        &operator_kubeconfig,
+        &[("WATCH_NAMESPACE", NS), ("HERALD_OPERATOR_USAGE_REFRESH", "1")],
+    );
     let redis = Redis::start().await;
 
     plane.kubectl_ok(&[
@@ -193,6 +218,23 @@ async fn pods_serve_pusherapps_live_to_the_official_sdks() {
     assert_eq!(result["public"], json!({ "id": 7 }));
     assert_eq!(result["private"], json!({ "id": 7 }), "private channel auth signed with the Secret's secret");
     assert_eq!(result["members"], json!([{ "id": "ada" }]), "presence read across pods");
+
+    // The chat example in two browsers, on pod a (WebSockets) and pod b (its backend's API calls).
+    let target = json!({ "appId": app_id, "key": key, "secret": secret, "clientPort": a.addr.port(), "apiPort": b.addr.port() });
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-timeout=60000", "chat-browser.test.mjs"])
+        .current_dir(workspace_root().join("tests/compat"))
+        .env("HERALD_CHAT_TARGET", target.to_string())
+        .env("HERALD_BIN", herald_e2e::binary("herald-server"))
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "two browsers chatting: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // An app whose Secret is missing is not served, and harms nobody else.
     apply(
