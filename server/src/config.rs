@@ -61,6 +61,12 @@ pub struct Cli {
     /// Declares this server is not a production one (allows `--dev-auth` with configured apps).
     #[arg(long, env = "HERALD_NOT_PRODUCTION")]
     pub not_production: bool,
+    /// Serve the debug console at /console [default: on with the embedded default, else off].
+    #[arg(long, env = "HERALD_CONSOLE")]
+    pub console: bool,
+    /// Token that opens the console for every app; without it, each app's secret opens its own.
+    #[arg(long, env = "HERALD_CONSOLE_TOKEN", hide_env_values = true)]
+    pub console_token: Option<String>,
     /// Where apps come from: `static` (flags and config file, the default) or `kubernetes`
     /// (the PusherApps of `--cluster-name`, watched live).
     #[arg(long, env = "HERALD_APPS")]
@@ -168,6 +174,10 @@ pub struct Settings {
     pub cluster: ClusterMode,
     /// Serve the development auth endpoint.
     pub dev_auth: bool,
+    /// Serve the debug console (`/console`).
+    pub console: bool,
+    /// Token that opens the console for every app (besides each app's own secret).
+    pub console_token: Option<String>,
 }
 
 /// The cluster backend.
@@ -203,6 +213,8 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             cluster: ClusterMode::Local,
             dev_auth: false,
+            console: false,
+            console_token: None,
         }
     }
 }
@@ -319,7 +331,10 @@ impl Config {
             ),
             dev_auth: false,
             cluster: ClusterMode::Local,
+            console: false,
+            console_token: cli.console_token.clone().filter(|t| !t.is_empty()),
         };
+        let file_console: Option<bool> = file.take("console");
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
         let dialect: Option<String> = cli.error_dialect.clone().or(file.take("error_dialect"));
         match dialect.as_deref() {
@@ -392,6 +407,9 @@ impl Config {
         };
         let dev_app = apps.is_empty() && cli.apps.as_deref() != Some("kubernetes");
         s.dev_auth = cli.dev_auth;
+        // The console shows traffic and triggers events: on by default only for the embedded
+        // development default.
+        s.console = cli.console || file_console.unwrap_or(dev_app);
         if cli.dev_auth && !dev_app && !cli.not_production {
             errors.push(
                 "--dev-auth signs anything for anyone: it is refused with configured apps unless \
@@ -509,6 +527,17 @@ mod tests {
             ClusterMode::Redis(r) => assert_eq!(r.prefix, "y"),
             ClusterMode::Local => panic!("--cluster redis wins over the file"),
         }
+    }
+
+    #[test]
+    fn the_console_is_on_for_the_embedded_default_and_opt_in_otherwise() {
+        assert!(Config::load(&cli(&[])).unwrap().settings.console);
+        let app = ["--app-id", "1", "--app-key", "k", "--app-secret", "s"];
+        assert!(!Config::load(&cli(&app)).unwrap().settings.console, "off in production by default");
+        let forced = [&app[..], &["--console", "--console-token", "t0k"]].concat();
+        let c = Config::load(&cli(&forced)).unwrap();
+        assert!(c.settings.console);
+        assert_eq!(c.settings.console_token.as_deref(), Some("t0k"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
+use crate::console::LogEntry;
 use crate::metrics::{AppLabel, CloseLabels};
 use crate::outbox::{Control, Outbox};
 use crate::protocol::frames;
@@ -155,6 +156,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
             app_changes: state.apps.changes(),
         };
         debug!("connected");
+        state.console.emit(|| LogEntry::new(&app.id, "connected").socket(&conn.socket_id));
         let reason = conn.run(&mut socket, rx, &control).await;
         conn.leave_all().await;
         if let Err(e) = state.cluster.disconnect(&app.id).await {
@@ -167,6 +169,9 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
             .get_or_create(&CloseLabels { app_id: app.id.clone(), reason: reason_label })
             .inc();
         debug!(reason = reason_label, "disconnected");
+        state
+            .console
+            .emit(|| LogEntry::new(&app.id, "disconnected").socket(&conn.socket_id).detail(reason_label));
         match reason {
             Some(Ending::Pusher(reason)) => close(&mut socket, reason, reason.message()).await,
             Some(Ending::Refused(reason, message)) => close(&mut socket, reason, &message).await,
@@ -479,6 +484,13 @@ impl Connection {
             return self.send_error(socket, &msg, Some(CLIENT_EVENT_RATE_LIMITED)).await;
         }
         let frame = frames::client_event(event, channel, data, user_id.as_deref());
+        self.state.console.emit(|| {
+            LogEntry::new(&self.app.id, "client_event")
+                .channel(channel)
+                .event(event)
+                .socket(&self.socket_id)
+                .detail(data.get())
+        });
         self.counters.client_events.inc();
         let data_text = match serde_json::from_str::<String>(data.get()) {
             Ok(s) => s,
@@ -507,6 +519,9 @@ impl Connection {
         if self.subscriptions.remove(channel).is_none() {
             return;
         }
+        self.state
+            .console
+            .emit(|| LogEntry::new(&self.app.id, "unsubscribed").channel(channel).socket(&self.socket_id));
         self.leave(channel).await;
     }
 

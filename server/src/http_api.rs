@@ -4,7 +4,7 @@
 
 pub mod auth;
 mod error;
-mod events;
+pub(crate) mod events;
 mod queries;
 mod users;
 

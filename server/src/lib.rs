@@ -14,6 +14,7 @@
 //! | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
 //! | [`http_api`] | the signed Pusher HTTP API |
 //! | [`dev_auth`] | the development auth endpoint (`--dev-auth`) |
+//! | [`console`] | the debug console: page, live state, event log stream, trigger form |
 //! | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
 //! | [`subscription_count`] | throttled `pusher_internal:subscription_count` |
 //! | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
@@ -25,6 +26,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod dev_auth;
 pub mod http_api;
 pub mod metrics;

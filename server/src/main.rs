@@ -113,6 +113,18 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
             app.id, app.key, app.secret
         );
     }
+    if config.settings.console {
+        println!();
+        if config.dev_app {
+            let app = &config.apps[0];
+            println!(
+                "  Debug console        : http://{host}:{port}/console#app={}&token={}",
+                app.id, app.secret
+            );
+        } else {
+            println!("  Debug console        : http://{host}:{port}/console (open it with an app id and its secret, or the console token)");
+        }
+    }
     if config.settings.dev_auth {
         println!();
         println!("  Development auth endpoint (--dev-auth; signs anything, never expose it):");

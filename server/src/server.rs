@@ -19,6 +19,7 @@ use crate::channels::Registry;
 use crate::cluster::{Cluster, LocalCluster, RedisCluster};
 use crate::config::{ClusterMode, Config, Settings};
 use crate::connection;
+use crate::console::ConsoleLog;
 use crate::http_api::{self, ApiError};
 use crate::metrics::{ops_router, Metrics};
 use crate::ratelimit::AppRates;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub counts: SubscriptionCounts,
     /// Per-app rate windows of the HTTP API.
     pub rates: AppRates,
+    /// What the debug console streams.
+    pub console: ConsoleLog,
 }
 
 /// Cheap-clone handle to [`Shared`].
@@ -80,7 +83,8 @@ impl Server {
         let ops_listener = TcpListener::bind(SocketAddr::new(s.bind, s.metrics_port)).await?;
         let metrics = Metrics::new();
         let registry = Registry::new(&metrics);
-        let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics);
+        let console = ConsoleLog::default();
+        let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics, console.clone());
         let shutdown = CancellationToken::new();
         let apps: Arc<dyn AppStore> = match &config.kubernetes {
             None => Arc::new(StaticApps::new(config.apps.iter().cloned())),
@@ -119,6 +123,7 @@ impl Server {
             webhooks,
             counts: SubscriptionCounts::default(),
             rates: AppRates::default(),
+            console,
         }));
         Ok(Server { state, listener, ops_listener, webhooks: pipeline })
     }
@@ -147,6 +152,7 @@ impl Server {
             .route("/app/{key}", get(connection::upgrade))
             .merge(http_api::router(state.clone()))
             .merge(if state.settings.dev_auth { crate::dev_auth::router() } else { Router::new() })
+            .merge(if state.settings.console { crate::console::router() } else { Router::new() })
             .fallback(|| async { ApiError::NotFound })
             .with_state(state.clone());
         let ops = ops_router(state.metrics.clone(), token.clone(), state.cluster.clone());

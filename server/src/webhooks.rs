@@ -122,6 +122,8 @@ struct Queued {
 /// Counters of the webhook pipeline, per app.
 #[derive(Clone, Debug)]
 struct WebhookMetrics {
+    /// Deliveries are shown in the debug console.
+    console: crate::console::ConsoleLog,
     queued: Family<AppLabel, Counter>,
     sent: Family<AppLabel, Counter>,
     failed: Family<AppLabel, Counter>,
@@ -190,9 +192,14 @@ impl WebhookPipeline {
 
 impl Webhooks {
     /// Starts the worker.
-    pub fn start(settings: WebhookSettings, metrics: &Metrics) -> (Webhooks, WebhookPipeline) {
+    pub fn start(
+        settings: WebhookSettings,
+        metrics: &Metrics,
+        console: crate::console::ConsoleLog,
+    ) -> (Webhooks, WebhookPipeline) {
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let m = WebhookMetrics {
+            console,
             queued: metrics.webhooks_queued.clone(),
             sent: metrics.webhooks_sent.clone(),
             failed: metrics.webhooks_failed.clone(),

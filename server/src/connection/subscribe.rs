@@ -6,6 +6,7 @@ use axum::extract::ws::WebSocket;
 use super::{Connection, Gone};
 use crate::channels::{AddError, ChannelDataError, Member};
 use crate::cluster::{JoinError, Joined};
+use crate::console::LogEntry;
 use crate::protocol::frames;
 use crate::protocol::{parse_channel, server_to_user_id, ChannelKind, ChannelName, Subscribe};
 use crate::webhooks::WebhookEvent;
@@ -48,12 +49,25 @@ impl Connection {
                     self.state.metrics.limit_hit(&self.app.id, limit);
                 }
                 let dialect = self.state.settings.error_dialect;
+                self.state.console.emit(|| {
+                    LogEntry::new(&self.app.id, "subscription_error")
+                        .channel(&sub.channel)
+                        .socket(&self.socket_id)
+                        .detail(&r.message)
+                });
                 let frame = frames::subscription_error(dialect, &sub.channel, r.kind, &r.message, r.status);
                 return self.send(socket, frame).await;
             }
         };
         self.send(socket, subscribed.frame).await?;
         let channel = sub.channel.as_str();
+        self.state.console.emit(|| {
+            let entry = LogEntry::new(&self.app.id, "subscribed").channel(channel).socket(&self.socket_id);
+            match subscribed.joined.as_ref().and_then(|(_, m)| m.as_ref()) {
+                Some(member) => entry.detail(format!("as user {}", member.user_id)),
+                None => entry,
+            }
+        });
         if subscribed.name.needs_auth() {
             self.auth_deadline = None;
         }

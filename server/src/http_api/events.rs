@@ -117,6 +117,12 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<Map<St
         }
         state.cluster.publish(&app.id, channel, frame, event.socket_id.as_deref()).await?;
         counter.inc();
+        state.console.emit(|| {
+            crate::console::LogEntry::new(&app.id, "server_event")
+                .channel(channel)
+                .event(&event.name)
+                .detail(&event.data)
+        });
         if event.info.any() {
             let stats = state.cluster.channel_stats(&app.id, channel).await?;
             let mut attrs = Map::new();
@@ -142,6 +148,18 @@ pub fn check_trigger_body(app: &App, body: &[u8]) -> Result<(), ApiError> {
         (None, None) => Vec::new(),
     };
     validate(app, body, channels).map(|_| ())
+}
+
+/// Publishes one event given as a `POST events` body, with the same validation, rate limit and
+/// path as the HTTP API (the debug console's trigger form).
+pub(crate) async fn trigger_value(state: &ServerState, app: &App, body: Value) -> Result<(), ApiError> {
+    let mut body: EventBody = serde_json::from_value(body)?;
+    let channels = body.channel.take().into_iter().collect();
+    let event = validate(app, body, channels).inspect_err(|e| count_limit(state, app, e))?;
+    if let Some(per_second) = app.limits.max_backend_events_per_second {
+        check_rate(state, app, AppLimit::BackendEvents, per_second, event.channels.len() as u64)?;
+    }
+    publish(state, app, &event).await.map(|_| ())
 }
 
 /// `POST /apps/{app_id}/events`.

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::WebhookMetrics;
+use crate::console::LogEntry;
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -51,12 +52,21 @@ pub(super) async fn deliver(d: Delivery) {
         let error = match outcome {
             Ok(r) if r.status().is_success() => {
                 d.sent.inc();
+                let status = r.status().as_u16();
+                d.metrics.console.emit(|| {
+                    LogEntry::new(&d.app_id, "webhook")
+                        .detail(format!("{} → {status} (attempt {attempt})", d.url))
+                });
                 break;
             }
             Ok(r) => format!("status {}", r.status()),
             Err(e) => e.to_string(),
         };
         d.failed.inc();
+        d.metrics.console.emit(|| {
+            LogEntry::new(&d.app_id, "webhook")
+                .detail(format!("{} → {error} (attempt {attempt}, retrying)", d.url))
+        });
         if Instant::now() + wait > give_up {
             tracing::error!(app_id = %d.app_id, url = %d.url, attempt, %error, "webhook dropped: retries exhausted");
             d.metrics.drop(&d.app_id, "retries_exhausted");
