@@ -179,6 +179,10 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
                 let frame = CloseFrame { code: 1009, reason: "Message too big".into() };
                 let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
             }
+            Some(Ending::InvalidUtf8) => {
+                let frame = CloseFrame { code: 1007, reason: "Text frames must be UTF-8".into() };
+                let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+            }
             None => {}
         }
     }
@@ -207,6 +211,8 @@ enum Ending {
     Refused(CloseReason, String),
     /// The client sent a message over the size limit (WebSocket close 1009).
     TooBig,
+    /// The client sent a text frame that is not UTF-8 (WebSocket close 1007).
+    InvalidUtf8,
 }
 
 impl Ending {
@@ -214,6 +220,7 @@ impl Ending {
         match self {
             Ending::Pusher(r) | Ending::Refused(r, _) => r.label(),
             Ending::TooBig => "message_too_big",
+            Ending::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -560,6 +567,7 @@ fn read_error(e: axum::Error) -> Option<Ending> {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => Some(Ending::TooBig),
+        Some(tungstenite::Error::Utf8(_)) => Some(Ending::InvalidUtf8),
         _ => {
             debug!(error = %inner, "read failed");
             None

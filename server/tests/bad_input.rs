@@ -205,3 +205,49 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
     .expect("stalled socket ends");
     assert!(matches!(drained, Some(4100) | None), "{drained:?}");
 }
+
+#[tokio::test]
+async fn a_text_frame_with_invalid_utf8_closes_that_socket_only() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::Data, coding::OpCode, Frame};
+    let s = start_default().await;
+    let mut by = Bystander::new(&s).await;
+    let mut c = connect(s.addr).await;
+    // A raw text frame whose payload is not UTF-8 (the client library would refuse to build one).
+    let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    c.ws.send(Message::Frame(frame)).await.expect("send raw frame");
+    let code = c.close_code().await;
+    assert_eq!(code, Some(1007), "invalid UTF-8 ends that socket with 1007 (invalid frame payload data)");
+    by.still_served().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_subscriptions_on_one_socket_stop_at_the_limit_and_harm_nobody() {
+    let s = start_default().await;
+    let mut by = Bystander::new(&s).await;
+    let mut c = connect(s.addr).await;
+    // A subscribe storm: 10,000 frames written without waiting for answers.
+    for i in 0..10_000 {
+        let frame = json!({"event":"pusher:subscribe","data":{"channel": format!("storm-{i}")}}).to_string();
+        c.ws.feed(Message::Text(frame.into())).await.expect("feed");
+    }
+    c.ws.flush().await.expect("flush");
+    let (mut ok, mut limited) = (0, 0);
+    while ok + limited < 10_000 {
+        let answer = c.next().await;
+        match answer["event"].as_str() {
+            Some("pusher_internal:subscription_succeeded") => ok += 1,
+            Some("pusher:subscription_error") if answer["data"]["type"] == "LimitReached" => limited += 1,
+            other => panic!("unexpected answer {other:?}: {answer}"),
+        }
+    }
+    assert_eq!((ok, limited), (1000, 9000), "the default max_subscriptions_per_connection is 1000");
+    by.still_served().await;
+    let (status, body) =
+        Api::new(s.addr).get(&format!("/apps/{APP_ID}/channels"), &[("filter_by_prefix", "storm-")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["channels"].as_object().map(|m| m.len()),
+        Some(1000),
+        "refused channels were never created"
+    );
+}

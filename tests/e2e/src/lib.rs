@@ -308,8 +308,13 @@ impl ControlPlane {
 
     /// Runs kubectl with `stdin` as its input.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        self.kubectl_as(&self.kubeconfig, args, stdin)
+    }
+
+    /// Runs kubectl as whoever `kubeconfig` authenticates (a ServiceAccount token, say).
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
         let mut command = Command::new("kubectl");
-        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        command.arg("--kubeconfig").arg(kubeconfig).args(args);
         command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("kubectl is installed");

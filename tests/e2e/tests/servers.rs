@@ -171,6 +171,13 @@ async fn from_helm_install_to_two_browsers_chatting_with_apps_served_live() {
     // The "pods": herald-server processes with the ServiceAccount token of the cluster's pods.
     let token = plane.service_account_token(NS, "rt");
     let kubeconfig = plane.kubeconfig_for_token("rt-pods", &token);
+    // What a compromised pod could try: read another Secret, or list them all. Refused.
+    let (ok, out) = plane.kubectl_as(&kubeconfig, &["get", "secret", "redis-url", "-n", NS], None);
+    assert!(!ok && out.contains("Forbidden"), "a pod reads only its apps' Secrets: {out}");
+    let (ok, out) = plane.kubectl_as(&kubeconfig, &["get", "secrets", "-n", NS], None);
+    assert!(!ok && out.contains("Forbidden"), "a pod cannot list Secrets: {out}");
+    let (ok, _) = plane.kubectl_as(&kubeconfig, &["get", "secret", "chat-credentials", "-n", NS], None);
+    assert!(ok, "but it reads its app's credentials");
     // Each pod mounts the operator's ConfigMap (Redis key prefix and server settings).
     let config = plane.dir.join("herald.toml");
     std::fs::write(
