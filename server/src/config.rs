@@ -64,6 +64,10 @@ pub struct Cli {
     /// Serve the debug console at /console [default: on with the embedded default, else off].
     #[arg(long, env = "HERALD_CONSOLE")]
     pub console: bool,
+    /// Open connections allowed from one IP address; 0 is unlimited [default: 0]. Leave it off
+    /// behind a proxy (every client has the proxy's address) and limit there.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<String>,
     /// Token that opens the console for every app; without it, each app's secret opens its own.
     #[arg(long, env = "HERALD_CONSOLE_TOKEN", hide_env_values = true)]
     pub console_token: Option<String>,
@@ -176,6 +180,10 @@ pub struct Settings {
     pub dev_auth: bool,
     /// Serve the debug console (`/console`).
     pub console: bool,
+    /// Open TCP connections allowed from one IP address; `None` is unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// Time a new TCP connection gets to send its first complete request head.
+    pub handshake_timeout: Duration,
     /// Token that opens the console for every app (besides each app's own secret).
     pub console_token: Option<String>,
 }
@@ -215,6 +223,8 @@ impl Default for Settings {
             dev_auth: false,
             console: false,
             console_token: None,
+            max_connections_per_ip: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -333,7 +343,21 @@ impl Config {
             cluster: ClusterMode::Local,
             console: false,
             console_token: cli.console_token.clone().filter(|t| !t.is_empty()),
+            max_connections_per_ip: Some(setting(
+                &mut errors,
+                "max_connections_per_ip",
+                cli.max_connections_per_ip.as_deref(),
+                file.take("max_connections_per_ip"),
+                0usize,
+            ))
+            .filter(|n| *n > 0),
+            handshake_timeout: Duration::from_secs(
+                file.take("handshake_timeout").unwrap_or(d.handshake_timeout.as_secs()),
+            ),
         };
+        if s.handshake_timeout.is_zero() {
+            errors.push("handshake_timeout: must be at least 1 second".into());
+        }
         let file_console: Option<bool> = file.take("console");
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
         let dialect: Option<String> = cli.error_dialect.clone().or(file.take("error_dialect"));

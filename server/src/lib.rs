@@ -18,6 +18,7 @@
 //! | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
 //! | [`subscription_count`] | throttled `pusher_internal:subscription_count` |
 //! | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
+//! | [`listener`] | per-IP connection limit and request-head deadline below HTTP |
 //! | [`metrics`] | Prometheus metrics and the operations port (`/metrics`, `/healthz`, `/readyz`) |
 //! | [`server`] | wiring of the above, listeners and graceful shutdown |
 
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod console;
 pub mod dev_auth;
 pub mod http_api;
+pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

@@ -66,6 +66,13 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// Labels of TCP connections refused before HTTP.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Why: `per_ip_limit`, `handshake_timeout`.
+    pub reason: &'static str,
+}
+
 /// Every metric the server exports. Families are cheap-clone handles.
 #[derive(Debug)]
 pub struct Metrics {
@@ -108,6 +115,8 @@ pub struct Metrics {
     pub lease_renewals: Counter,
     /// Cleanups performed (of dead nodes, of this node's previous incarnation, on shutdown).
     pub cleanups: Counter,
+    /// TCP connections refused or cut before HTTP (per-IP limit, no request head in time).
+    pub refused_connections: Family<RefusedLabels, Counter>,
     /// Round-trip time of the lease renewal, a steady sample of Redis latency.
     pub redis_latency: Histogram,
 }
@@ -136,6 +145,7 @@ impl Metrics {
             redis_errors: Counter::default(),
             lease_renewals: Counter::default(),
             cleanups: Counter::default(),
+            refused_connections: Family::default(),
             redis_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry: Registry::default(),
         };
@@ -163,6 +173,11 @@ impl Metrics {
         registry.register("webhooks_failed", "Webhook attempts failed", m.webhooks_failed.clone());
         registry.register("webhooks_dropped", "Webhooks given up, by reason", m.webhooks_dropped.clone());
         registry.register("limited", "Requests refused by a per-app limit, by limit", m.limited.clone());
+        registry.register(
+            "refused_connections",
+            "TCP connections refused or cut before HTTP, by reason",
+            m.refused_connections.clone(),
+        );
         registry.register("redis_errors", "Redis commands that failed", m.redis_errors.clone());
         registry.register("lease_renewals", "Lease renewals of this node", m.lease_renewals.clone());
         registry.register("cleanups", "Cluster cleanups performed", m.cleanups.clone());

@@ -21,6 +21,7 @@ use crate::config::{ClusterMode, Config, Settings};
 use crate::connection;
 use crate::console::ConsoleLog;
 use crate::http_api::{self, ApiError};
+use crate::listener::{GuardedListener, Guards};
 use crate::metrics::{ops_router, Metrics};
 use crate::ratelimit::AppRates;
 use crate::subscription_count::SubscriptionCounts;
@@ -161,6 +162,11 @@ impl Server {
             tokio::spawn(
                 async move { axum::serve(ops_listener, ops).with_graceful_shutdown(ops_shutdown).await },
             );
+        let guards = Guards {
+            max_connections_per_ip: state.settings.max_connections_per_ip,
+            handshake_timeout: state.settings.handshake_timeout,
+        };
+        let listener = GuardedListener::new(listener, guards, state.metrics.refused_connections.clone());
         axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned()).await?;
         state.connections.close();
         let grace = state.settings.shutdown_grace;
