@@ -378,3 +378,103 @@ async fn a_node_cut_off_from_redis_is_cleaned_up_and_rejoins_without_resurrectin
     assert_eq!(seen, ["pusher_internal:member_removed carol", "after "]);
     alice.assert_silent(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_node_killed_during_a_presence_storm_leaves_exactly_the_survivors_members() {
+    let redis = Redis::start().await;
+    let (mut n1, n2, _n3) = three(&redis, &["--app-max-presence-members", "1000"]).await;
+    // 60 users join through n1 and 60 through n2 at the same time; n1 dies mid-storm.
+    let join_all = |addr: std::net::SocketAddr, prefix: &'static str| async move {
+        let mut clients = Vec::new();
+        for i in 0..60 {
+            let mut c = connect(addr).await;
+            let data = json!({"user_id": format!("{prefix}-{i}"), "user_info": {}}).to_string();
+            let auth = channel_auth(&c.socket_id, "presence-storm", Some(&data));
+            c.send(json!({"event":"pusher:subscribe","data":{"channel":"presence-storm","auth":auth,"channel_data":data}}))
+                .await;
+            clients.push(c);
+        }
+        clients
+    };
+    let on_n2 = tokio::spawn(join_all(n2.addr, "n2"));
+    let on_n1 = tokio::spawn(join_all(n1.addr, "n1"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    n1.kill9().await;
+    let mut survivors = on_n2.await.expect("n2 joins");
+    let _ = on_n1.await; // some of these joined, some did not: n1 is gone either way
+    for c in &mut survivors {
+        // Each survivor got its subscription answer.
+        let mut answer = c.next().await;
+        while answer["event"] != "pusher_internal:subscription_succeeded" {
+            answer = c.next().await;
+        }
+    }
+    // Within the lease bound the cluster agrees: exactly n2's 60 users.
+    let api = Api::new(n2.addr);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let (_, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-storm/users"), &[]).await;
+        let mut ids: Vec<String> = users["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        if ids.len() == 60 && ids.iter().all(|id| id.starts_with("n2-")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no convergence to n2's 60 members: {} left: {ids:?}", ids.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, info) =
+        api.get(&format!("/apps/{APP_ID}/channels/presence-storm"), &[("info", "user_count")]).await;
+    assert_eq!(info["user_count"], 60);
+}
+
+#[tokio::test]
+async fn redis_slowed_with_debug_sleep_delays_but_loses_nothing_and_recovers() {
+    let redis = Redis::start().await;
+    let (n1, n2, _n3) = three(&redis, &[]).await;
+    let mut sub = connect(n2.addr).await;
+    sub.subscribe("slow").await;
+    let mut member = connect(n2.addr).await;
+    member.join("presence-slow", "ada", json!({})).await;
+
+    // Redis stalls for 2 s while the backend keeps publishing.
+    let port = redis.port.to_string();
+    let stall = tokio::spawn(async move {
+        tokio::process::Command::new("redis-cli").args(["-p", &port, "DEBUG", "SLEEP", "2"]).output().await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let api = Api::new(n1.addr);
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        let (status, _) = api.trigger(&["slow"], "tick", &i.to_string()).await;
+        assert!(status == 200 || status == 503, "published or refused clearly, got {status}");
+        if status == 200 {
+            accepted.push(i.to_string());
+        }
+    }
+    stall.await.expect("redis-cli").expect("DEBUG SLEEP ran");
+    // Every event the API accepted is delivered, in order, once.
+    let mut got = Vec::new();
+    while got.len() < accepted.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered after the stall");
+        got.push(frame["data"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(got, accepted);
+    // And the cluster is whole again: readiness, fresh publishes, presence intact.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n1.ready().await != 200 || n2.ready().await != 200 {
+        assert!(Instant::now() < deadline, "nodes ready again after the stall");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.trigger(&["slow"], "tick", "after").await.0, 200);
+    assert_eq!(sub.next().await["data"], "after");
+    let (_, info) =
+        api.get(&format!("/apps/{APP_ID}/channels/presence-slow"), &[("info", "user_count")]).await;
+    assert_eq!(info["user_count"], 1, "no member lost or duplicated by the stall");
+}
