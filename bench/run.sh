@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one herald-bench scenario against Herald, the baseline, and whichever peers are
-# installed (sockudo, soketi on PATH), one after the other, with the same generator and
-# settings. The server gets core 0, the generator core 1.
+# installed (bench/install-peers.sh puts sockudo and soketi in ~/.cache/herald/peers; the PATH
+# is searched too), one after the other, with the same generator and settings. The server gets
+# core 0, the generator core 1.
 #
 #   bench/run.sh fanout --subscribers 1000 --rate 100 --seconds 10
 #   bench/run.sh idle --connections 5000
@@ -28,10 +29,16 @@ SCENARIO=("$@")
 run_against herald "$target_dir/release/herald-server" --bind 127.0.0.1 --port $port --metrics-port 0 \
   --app-id 1 --app-key herald-dev-key --app-secret herald-dev-secret --app-max-presence-members 100000
 run_against baseline "$target_dir/release/herald-baseline" --port $port
-if command -v sockudo >/dev/null 2>&1; then
-  echo "== sockudo: configure app 1 / herald-dev-key / herald-dev-secret on port $port to compare"
+peers="${HERALD_CACHE:-$HOME/.cache/herald}/peers"
+sockudo=$(command -v sockudo || echo "$peers/sockudo/bin/sockudo")
+soketi=$(command -v soketi || echo "$peers/soketi/node_modules/.bin/soketi")
+if [ -x "$sockudo" ]; then
+  HOST=127.0.0.1 PORT=$port SOCKUDO_DEFAULT_APP_ID=1 SOCKUDO_DEFAULT_APP_KEY=herald-dev-key \
+    SOCKUDO_DEFAULT_APP_SECRET=herald-dev-secret SOCKUDO_ENABLE_CLIENT_MESSAGES=true \
+    run_against sockudo "$sockudo"
 fi
-if command -v soketi >/dev/null 2>&1; then
+if [ -x "$soketi" ]; then
   SOKETI_PORT=$port SOKETI_DEFAULT_APP_ID=1 SOKETI_DEFAULT_APP_KEY=herald-dev-key \
-    SOKETI_DEFAULT_APP_SECRET=herald-dev-secret run_against soketi soketi start
+    SOKETI_DEFAULT_APP_SECRET=herald-dev-secret SOKETI_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=100000 \
+    run_against soketi "$soketi" start
 fi
