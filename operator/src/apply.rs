@@ -54,6 +54,13 @@ impl Applier {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Puts the owner reference and namespace on `obj`; returns its name.
+    fn own<K: Resource>(&self, obj: &mut K) -> Result<String> {
+        obj.meta_mut().owner_references = Some(vec![self.owner.clone()]);
+        obj.meta_mut().namespace = Some(self.namespace.clone());
+        obj.meta().name.clone().ok_or(Error::MissingMeta("name"))
+    }
+
     /// Server-side applies `obj` (forcing conflicts: the operator owns these fields).
     pub async fn apply<K>(&self, mut obj: K) -> Result<K>
     where
@@ -63,9 +70,7 @@ impl Applier {
             + Clone
             + Debug,
     {
-        obj.meta_mut().owner_references = Some(vec![self.owner.clone()]);
-        obj.meta_mut().namespace = Some(self.namespace.clone());
-        let name = obj.meta().name.clone().ok_or(Error::MissingMeta("name"))?;
+        let name = self.own(&mut obj)?;
         let params = PatchParams::apply(self.manager).force();
         Ok(self.api::<K>().patch(&name, &params, &Patch::Apply(&obj)).await?)
     }
@@ -80,9 +85,7 @@ impl Applier {
             + Clone
             + Debug,
     {
-        obj.meta_mut().owner_references = Some(vec![self.owner.clone()]);
-        obj.meta_mut().namespace = Some(self.namespace.clone());
-        let name = obj.meta().name.clone().ok_or(Error::MissingMeta("name"))?;
+        let name = self.own(&mut obj)?;
         let api = self.api::<K>();
         if let Some(existing) = api.get_opt(&name).await? {
             return Ok(existing);

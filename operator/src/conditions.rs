@@ -1,8 +1,10 @@
 //! Status conditions. `lastTransitionTime` moves only when a condition's status flips, so
 //! writing the same status twice is a no-op and cannot feed a reconcile loop.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder};
 
 /// One condition as the reconcile sees it, before it is merged into the stored list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,33 @@ pub fn merge(
         })
         .collect();
     (conditions, flips)
+}
+
+/// Publishes a Kubernetes Event per flip on `reference`; `warning` says which flips are bad
+/// news. An Event that cannot be written is logged, never a reason to fail the reconcile.
+pub async fn publish_flips(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    flips: Vec<Flip>,
+    warning: impl Fn(&Flip) -> bool,
+) {
+    for flip in flips {
+        let event = Event {
+            type_: if warning(&flip) { EventType::Warning } else { EventType::Normal },
+            reason: flip.reason.into(),
+            note: Some(format!(
+                "{} is {}: {}",
+                flip.type_,
+                if flip.status { "True" } else { "False" },
+                flip.message
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, reference).await {
+            tracing::warn!(%err, "cannot publish event");
+        }
+    }
 }
 
 /// Whether the condition `type_` is `True` in `conditions`.

@@ -6,24 +6,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use herald_testkit::nodes::server_binary;
 use herald_testkit::{channel_auth, connect_key, now, signed_query_as, Receiver};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 const SECRET: &str = "s3cr3t-never-in-logs-7f9a2c";
-
-fn server_binary() -> std::path::PathBuf {
-    if let Some(bin) = std::env::var_os("HERALD_BIN") {
-        return bin.into();
-    }
-    let mut dir = std::env::current_exe().expect("test binary path");
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("herald-server")
-}
 
 #[tokio::test]
 async fn secrets_stay_out_of_logs_metrics_and_errors() {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The herald-server binary: `HERALD_BIN`, else the one cargo builds next to the test binary.
-fn server_binary() -> std::path::PathBuf {
+pub fn server_binary() -> std::path::PathBuf {
     if let Some(bin) = std::env::var_os("HERALD_BIN") {
         return bin.into();
     }

@@ -11,7 +11,6 @@ use herald_crds::{PusherApp, PusherAppStatus, PusherCluster};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::instrument;
@@ -178,25 +177,8 @@ pub async fn reconcile(app: Arc<PusherApp>, ctx: Arc<Context>) -> Result<Action>
             .patch_status(&name, &PatchParams::apply(APP_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    let reference = app.object_ref(&());
-    for flip in flips {
-        let event = Event {
-            // Every condition of an app is one that should hold.
-            type_: if flip.status { EventType::Normal } else { EventType::Warning },
-            reason: flip.reason.into(),
-            note: Some(format!(
-                "{} is {}: {}",
-                flip.type_,
-                if flip.status { "True" } else { "False" },
-                flip.message
-            )),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%err, "cannot publish event");
-        }
-    }
+    // Every condition of an app is one that should hold: a flip to False is bad news.
+    conditions::publish_flips(&ctx.recorder, &app.object_ref(&()), flips, |f| !f.status).await;
     // Usage is refreshed on this period too, so `kubectl get pusherapps` stays current.
     let settled = status.conditions.iter().all(|c| c.status == "True");
     Ok(Action::requeue(if settled { ctx.usage_refresh } else { Duration::from_secs(15) }))

@@ -7,7 +7,6 @@ use herald_crds::{PusherCluster, PusherClusterStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -161,25 +160,8 @@ pub async fn write(
             .patch_status(&name, &PatchParams::apply(CLUSTER_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    let reference = cluster.object_ref(&());
-    for flip in flips {
-        let warning = (flip.type_ == "Degraded" && flip.status) || (flip.type_ == "Ready" && !flip.status);
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: flip.reason.into(),
-            note: Some(format!(
-                "{} is {}: {}",
-                flip.type_,
-                if flip.status { "True" } else { "False" },
-                flip.message
-            )),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        // An Event that cannot be written is not worth failing the reconcile over.
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%err, "cannot publish event");
-        }
-    }
+    let bad_news =
+        |f: &conditions::Flip| (f.type_ == "Degraded" && f.status) || (f.type_ == "Ready" && !f.status);
+    conditions::publish_flips(&ctx.recorder, &cluster.object_ref(&()), flips, bad_news).await;
     Ok(if steady { Duration::from_secs(300) } else { Duration::from_secs(10) })
 }

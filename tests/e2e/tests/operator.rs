@@ -109,6 +109,16 @@ async fn app_condition(client: &Client, ns: &str, name: &str, type_: &str, statu
     .await
 }
 
+/// The pod template's config hash: it changes exactly when the pods must restart.
+fn hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default()["herald.dev/config-hash"]
+        .clone()
+}
+
 fn owned_by(meta: &kube::api::ObjectMeta, owner_uid: &str) -> bool {
     meta.owner_references.iter().flatten().any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
@@ -416,14 +426,6 @@ async fn drift_is_corrected_pause_stops_writes_and_delete_cascades() {
     .await;
 
     // A config change rolls the pods (new config hash on the template).
-    let hash = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default()["herald.dev/config-hash"]
-            .clone()
-    };
     let before = hash(&deployments.get("main").await.expect("deployment"));
     let clusters = Api::<PusherCluster>::namespaced(client.clone(), ns);
     clusters
@@ -535,14 +537,6 @@ async fn external_redis_secret_is_reported_when_missing_and_a_new_url_rolls_the_
         "--from-literal=url=redis://10.0.0.1:6379/0",
     ]);
     cluster_condition(&client, ns, "main", "RedisReady", "True").await;
-    let hash = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default()["herald.dev/config-hash"]
-            .clone()
-    };
     let before: Deployment = eventually("Deployment", WAIT, || get(&client, ns, "main")).await;
     let before = hash(&before);
     plane.kubectl_ok(&[
