@@ -18,7 +18,7 @@ run_against() { # name, command...
   local name=$1; shift
   taskset -c 0 "$@" >/dev/null 2>&1 &
   local pid=$!
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   echo "== $name"
   taskset -c 1 "$bench" --target 127.0.0.1:$port --server-pid "$pid" \
     --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" || true
@@ -33,8 +33,9 @@ peers="${HERALD_CACHE:-$HOME/.cache/herald}/peers"
 sockudo=$(command -v sockudo || echo "$peers/sockudo/bin/sockudo")
 soketi=$(command -v soketi || echo "$peers/soketi/node_modules/.bin/soketi")
 if [ -x "$sockudo" ]; then
-  HOST=127.0.0.1 PORT=$port SOCKUDO_DEFAULT_APP_ID=1 SOCKUDO_DEFAULT_APP_KEY=herald-dev-key \
+  QUEUE_DRIVER=none RATE_LIMITER_ENABLED=false HOST=127.0.0.1 PORT=$port SOCKUDO_DEFAULT_APP_ID=1 SOCKUDO_DEFAULT_APP_KEY=herald-dev-key \
     SOCKUDO_DEFAULT_APP_SECRET=herald-dev-secret SOCKUDO_ENABLE_CLIENT_MESSAGES=true \
+    SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=1000000 SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=100000 \
     run_against sockudo "$sockudo"
 fi
 if [ -x "$soketi" ]; then
