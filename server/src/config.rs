@@ -182,7 +182,8 @@ pub struct Settings {
     pub console: bool,
     /// Open TCP connections allowed from one IP address; `None` is unlimited.
     pub max_connections_per_ip: Option<usize>,
-    /// Time a new TCP connection gets to send its first complete request head.
+    /// Time a new TCP connection gets to send its first complete request head; on a keep-alive
+    /// connection, also the time each later request head gets (and so its idle limit).
     pub handshake_timeout: Duration,
     /// Token that opens the console for every app (besides each app's own secret).
     pub console_token: Option<String>,

@@ -30,6 +30,7 @@ pub mod connection;
 pub mod console;
 pub mod dev_auth;
 pub mod http_api;
+pub mod http_server;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;

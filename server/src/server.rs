@@ -167,7 +167,7 @@ impl Server {
             handshake_timeout: state.settings.handshake_timeout,
         };
         let listener = GuardedListener::new(listener, guards, state.metrics.refused_connections.clone());
-        axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned()).await?;
+        crate::http_server::serve(listener, app, guards.handshake_timeout, token.clone()).await?;
         state.connections.close();
         let grace = state.settings.shutdown_grace;
         if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {

@@ -1,5 +1,6 @@
 //! Guards below HTTP: a slowloris client (headers trickled, or nothing sent) is cut off after
-//! `handshake_timeout` while established WebSockets idle as long as they like; one IP address
+//! `handshake_timeout` — on a keep-alive connection, each later request head too — while
+//! established WebSockets idle as long as they like; one IP address
 //! gets at most `max_connections_per_ip` sockets while other addresses are unaffected; a header
 //! flood is refused. A bystander keeps receiving events throughout.
 
@@ -78,6 +79,49 @@ async fn slowloris_and_silent_connections_are_cut_off_but_idle_websockets_stay()
 
     // The bystander's WebSocket has idled past the deadline several times over: still served.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(Api::new(s.addr).trigger(&["news"], "tick", "1").await.0, 200);
+    assert_eq!(bystander.next().await["event"], "tick");
+}
+
+#[tokio::test]
+async fn keep_alive_requests_after_the_first_have_the_same_head_deadline() {
+    let s = start_server(config(1, None)).await;
+    let mut bystander = connect(s.addr).await;
+    bystander.subscribe("news").await;
+    let first = "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // One complete request, then the next one's headers trickled and never finished.
+    let mut slow = TcpStream::connect(s.addr).await.expect("connect");
+    slow.write_all(first.as_bytes()).await.expect("first request");
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).await.expect("first answer");
+    assert_eq!(&answer, b"HTTP/1.1 404", "the first request is served");
+    for line in ["GET /nothing-here HTTP/1.1\r\n", "Host: x\r\n", "X-A: 1\r\n", "X-B: 2\r\n", "X-C: 3\r\n"] {
+        if slow.write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let rest = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
+    assert_eq!(rest.matches("HTTP/1.1 ").count(), 0, "the trickled request got no answer: {rest}");
+
+    // One complete request, then nothing: the idle keep-alive connection is closed too.
+    let mut idle = TcpStream::connect(s.addr).await.expect("connect");
+    idle.write_all(first.as_bytes()).await.expect("first request");
+    let served = String::from_utf8_lossy(&until_closed(&mut idle).await).into_owned();
+    assert!(served.starts_with("HTTP/1.1 404"), "{served}");
+
+    // A well-behaved keep-alive client sending requests back to back is served throughout.
+    let mut steady = TcpStream::connect(s.addr).await.expect("connect");
+    for _ in 0..4 {
+        steady.write_all(first.as_bytes()).await.expect("request");
+        let mut answer = [0u8; 12];
+        steady.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"HTTP/1.1 404");
+        let mut drain = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(100), steady.read(&mut drain)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(Api::new(s.addr).trigger(&["news"], "tick", "1").await.0, 200);
     assert_eq!(bystander.next().await["event"], "tick");
 }
