@@ -7,9 +7,17 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use herald_server::signing;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Loopback source addresses clients are spread over.
+pub const SOURCES: u8 = 8;
+
+/// The source address of client number `i`: 127.0.0.2 .. 127.0.0.(SOURCES+1).
+pub fn source_address(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % usize::from(SOURCES)) as u8)
+}
 
 /// The server under test and the app's credentials.
 #[derive(Debug, Clone)]
@@ -41,10 +49,25 @@ impl Target {
         self.nodes[i % self.nodes.len()]
     }
 
-    /// Opens a socket to node `addr` and waits for `connection_established`.
-    pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Connected> {
+    /// Opens client number `i`'s socket and waits for `connection_established`. Clients of a
+    /// loopback server are spread over [`SOURCES`] source addresses (127.0.0.2, .3, ...) so that
+    /// no one address runs out of ephemeral ports; `recv_buffer` shrinks the socket's receive
+    /// buffer (a stalled reader then fills it sooner).
+    pub async fn connect(&self, i: usize, recv_buffer: Option<u32>) -> anyhow::Result<Connected> {
+        let addr = self.node(i);
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        if addr.ip().is_loopback() && addr.is_ipv4() {
+            socket.bind(SocketAddr::new(source_address(i).into(), 0))?;
+        }
+        let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
+        stream.set_nodelay(true)?;
         let url = format!("ws://{addr}/app/{}?protocol=7&client=herald-bench&version=0.1", self.key);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("WebSocket handshake")?;
+        let (mut ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .context("WebSocket handshake")?;
         while let Some(msg) = ws.next().await {
             if let Message::Text(t) = msg? {
                 let v: serde_json::Value = serde_json::from_str(&t)?;

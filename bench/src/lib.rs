@@ -7,12 +7,16 @@
 //! | --- | --- |
 //! | [`stats`] | latency histograms, delivery tallies (lost / duplicated), payload parsing, server RSS and CPU |
 //! | [`client`] | sockets, subscriptions with channel auth, the signed publisher |
-//! | [`scenarios`] | `connect`, `idle`, `fanout`, `presence` |
+//! | [`scenarios`] | `connect`, `idle`, `presence` |
+//! | [`fanout`] | `fanout`: fixed rate or a ramp to saturation, per-step loss, latency and server CPU |
+//! | [`slow`] | `slow`: stalled readers under a busy publisher, with an RSS growth bound |
 //! | [`report`] | the human table and the JSON line |
 //! | [`baseline`] | the baseline fan-out server |
 
 pub mod baseline;
 pub mod client;
+pub mod fanout;
 pub mod report;
 pub mod scenarios;
+pub mod slow;
 pub mod stats;

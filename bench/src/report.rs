@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 /// One scenario's figures, in order.
 #[derive(Default)]
 pub struct Report {
+    /// Set when the scenario's own bound was broken (`herald-bench` then exits with 1).
+    pub failed: bool,
     scenario: String,
     rows: Vec<(String, Value)>,
 }
@@ -12,7 +14,7 @@ pub struct Report {
 impl Report {
     /// A report for `scenario`.
     pub fn new(scenario: &str) -> Self {
-        Report { scenario: scenario.to_owned(), rows: Vec::new() }
+        Report { failed: false, scenario: scenario.to_owned(), rows: Vec::new() }
     }
 
     /// Adds a figure.

@@ -71,10 +71,20 @@ impl Tally {
         }
     }
 
+    /// Subscribers each message is due to.
+    pub fn expected_per_message(&self) -> u32 {
+        self.expected_per_message
+    }
+
     /// Totals, counting only the first `published` messages (the rest were never sent).
     pub fn summary(&self, published: usize) -> TallySummary {
+        self.summary_of(0..published)
+    }
+
+    /// Totals over the messages numbered `seqs`.
+    pub fn summary_of(&self, seqs: std::ops::Range<usize>) -> TallySummary {
         let mut s = TallySummary { delivered: 0, lost: 0, duplicated: 0 };
-        for slot in self.seen.iter().take(published) {
+        for slot in self.seen.iter().take(seqs.end).skip(seqs.start) {
             let n = slot.load(Ordering::Relaxed);
             s.delivered += u64::from(n);
             s.lost += u64::from(self.expected_per_message.saturating_sub(n));
@@ -94,6 +104,19 @@ pub fn payload(seq: u64, sent_us: u64) -> String {
     format!("{{\"s\":{seq},\"t\":{sent_us}}}")
 }
 
+/// [`payload`] padded with a filler field to at least `size` bytes.
+pub fn padded_payload(seq: u64, sent_us: u64, size: usize) -> String {
+    let mut p = payload(seq, sent_us);
+    let fill = size.saturating_sub(p.len() + 7);
+    if fill > 0 {
+        p.pop();
+        p.push_str(",\"p\":\"");
+        p.extend(std::iter::repeat_n('x', fill));
+        p.push_str("\"}");
+    }
+    p
+}
+
 /// Finds the sequence number and send time in a delivered frame, without a JSON parse (the
 /// generator must never be the bottleneck). The data is double-encoded, so the keys appear as
 /// `\"s\":` and `\"t\":`.
@@ -105,6 +128,28 @@ pub fn parse_delivery(frame: &str) -> Option<(u64, u64)> {
         digits[..end].parse().ok()
     }
     Some((number_after(frame, "\\\"s\\\":")?, number_after(frame, "\\\"t\\\":")?))
+}
+
+/// The server's processes (several for a cluster): their RSS and CPU time are summed.
+#[derive(Debug, Clone, Default)]
+pub struct Pids(pub Vec<u32>);
+
+impl Pids {
+    /// Summed RSS in bytes; `None` without pids or when one cannot be read.
+    pub fn rss(&self) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|p| rss_bytes(*p)).sum()
+    }
+
+    /// Summed CPU seconds; `None` without pids or when one cannot be read.
+    pub fn cpu(&self) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|p| cpu_seconds(*p)).sum()
+    }
 }
 
 /// Resident set size of a process in bytes (from `/proc/PID/status`).
@@ -157,6 +202,7 @@ mod tests {
         // message 0: 2 (ok), 1: 1 (1 lost), 2: 3 (1 duplicate), 3: 0 (2 lost, but published?)
         assert_eq!(t.summary(4), TallySummary { delivered: 6, lost: 3, duplicated: 1 });
         assert_eq!(t.summary(3), TallySummary { delivered: 6, lost: 1, duplicated: 1 });
+        assert_eq!(t.summary_of(2..4), TallySummary { delivered: 3, lost: 2, duplicated: 1 });
     }
 
     #[test]
@@ -170,9 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn padded_payloads_have_the_size_asked_and_still_parse() {
+        let p = padded_payload(7, 1_000, 2048);
+        assert_eq!(p.len(), 2048);
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["s"], 7);
+        let frame = format!("{{\"data\":{}}}", serde_json::to_string(&p).unwrap());
+        assert_eq!(parse_delivery(&frame), Some((7, 1_000)));
+        assert_eq!(padded_payload(7, 1_000, 3), payload(7, 1_000));
+    }
+
+    #[test]
     fn this_process_has_an_rss_and_cpu_time() {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
+        let twice = Pids(vec![me, me]);
+        assert!(twice.rss().unwrap() >= 2 * 1024 * 1024);
+        assert_eq!(Pids::default().rss(), None);
+        assert_eq!(Pids(vec![me, u32::MAX]).cpu(), None, "a pid that does not exist");
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use herald_bench::client::Target;
-use herald_bench::scenarios::{self, Fanout};
+use herald_bench::fanout::{Fanout, Ramp};
+use herald_bench::scenarios;
+use herald_bench::slow::Slow;
+use herald_bench::stats::Pids;
 
 #[derive(Parser)]
 #[command(name = "herald-bench", about = "Load generator for any Pusher-compatible server")]
@@ -23,9 +26,10 @@ struct Cli {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
-    /// The server's pid, to read its RSS and CPU time.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's pid, to read its RSS and CPU time (repeat for the nodes of a cluster and
+    /// its Redis: the figures are summed).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -51,13 +55,43 @@ enum Scenario {
         /// Messages per second over all channels.
         #[arg(long, default_value_t = 100)]
         rate: u32,
+        /// Seconds of publishing (each step's, when ramping).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Ramp: multiply the rate by this each step until a step loses a delivery or its p99
+        /// passes --max-p99-ms; reports the highest sustained step.
+        #[arg(long)]
+        ramp: Option<f64>,
+        /// Steps at most when ramping.
+        #[arg(long, default_value_t = 12)]
+        steps: usize,
+        #[arg(long, default_value_t = 100.0)]
+        max_p99_ms: f64,
     },
     /// Join storm on one presence channel.
     Presence {
         #[arg(long, default_value_t = 1000)]
         members: usize,
+    },
+    /// Stalled readers under a busy publisher: they must be disconnected (4100), the readers
+    /// must lose nothing, and the server's RSS must stay under the bound (needs --server-pid;
+    /// exits with 1 when any of that fails).
+    Slow {
+        #[arg(long, default_value_t = 100)]
+        stalled: usize,
+        #[arg(long, default_value_t = 10)]
+        readers: usize,
+        /// Messages per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Bytes of event data per message.
+        #[arg(long, default_value_t = 8000)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Fail when the server's RSS grows by more than this (MiB).
+        #[arg(long, default_value_t = 64.0)]
+        max_growth_mib: f64,
     },
 }
 
@@ -65,27 +99,51 @@ enum Scenario {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let target = Target { nodes: cli.targets, app_id: cli.app_id, key: cli.key, secret: cli.secret };
+    let server = Pids(cli.server_pids);
     let report = match cli.scenario {
         Scenario::Connect { connections } => scenarios::connect(&target, connections, cli.concurrency).await,
         Scenario::Idle { connections } => {
-            let pid = cli.server_pid.ok_or_else(|| anyhow::anyhow!("idle needs --server-pid"))?;
-            scenarios::idle(&target, connections, cli.concurrency, pid).await
+            needs_pid(&server, "idle")?;
+            scenarios::idle(&target, connections, cli.concurrency, &server).await
         }
-        Scenario::Fanout { channels, subscribers, rate, seconds } => {
+        Scenario::Fanout { channels, subscribers, rate, seconds, ramp, steps, max_p99_ms } => {
             let o = Fanout {
                 channels,
                 subscribers,
                 rate,
                 duration: Duration::from_secs(seconds),
                 concurrency: cli.concurrency,
-                server_pid: cli.server_pid,
+                server: server.clone(),
+                ramp: ramp.map(|factor| Ramp { factor, steps, max_p99_ms }),
             };
-            scenarios::fanout(&target, &o).await
+            herald_bench::fanout::fanout(&target, &o).await
+        }
+        Scenario::Slow { stalled, readers, rate, size, seconds, max_growth_mib } => {
+            needs_pid(&server, "slow")?;
+            let o = Slow {
+                stalled,
+                readers,
+                rate,
+                size,
+                duration: Duration::from_secs(seconds),
+                concurrency: cli.concurrency,
+                server: server.clone(),
+                max_growth_mib,
+            };
+            herald_bench::slow::slow(&target, &o).await
         }
         Scenario::Presence { members } => {
-            scenarios::presence(&target, members, cli.concurrency, cli.server_pid).await
+            scenarios::presence(&target, members, cli.concurrency, &server).await
         }
     };
     report.print();
+    if report.failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn needs_pid(server: &Pids, scenario: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(!server.0.is_empty(), "{scenario} needs --server-pid");
     Ok(())
 }

@@ -1,0 +1,320 @@
+//! `fanout`: C channels × N subscribers; messages published through the signed HTTP API at a
+//! fixed rate, or ramped step by step until a step loses deliveries or its p99 passes a bound.
+//! Every subscriber records publish→deliver latency; lost and duplicated deliveries are
+//! counted per step.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Connected, Publisher, Target};
+use crate::report::Report;
+use crate::scenarios::open_many;
+use crate::stats::{now_us, parse_delivery, payload, Latency, Pids, Tally, TallySummary};
+
+/// Options of the `fanout` scenario.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    /// Channels.
+    pub channels: usize,
+    /// Subscribers of each channel.
+    pub subscribers: usize,
+    /// Messages per second over all channels (the first step's, when ramping).
+    pub rate: u32,
+    /// How long to publish (each step, when ramping).
+    pub duration: Duration,
+    /// Handshakes at once while connecting.
+    pub concurrency: usize,
+    /// The server's pids, for its CPU time.
+    pub server: Pids,
+    /// Ramp the rate instead of holding it.
+    pub ramp: Option<Ramp>,
+}
+
+/// How a ramp climbs and when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Ramp {
+    /// Each step's rate is the previous one's times this.
+    pub factor: f64,
+    /// Steps at most.
+    pub steps: usize,
+    /// A step whose p99 exceeds this (ms) ends the ramp, as does any lost delivery.
+    pub max_p99_ms: f64,
+}
+
+/// The message rates of each step.
+pub fn step_rates(rate: u32, ramp: Option<Ramp>) -> Vec<u32> {
+    match ramp {
+        None => vec![rate],
+        Some(r) => {
+            (0..r.steps.max(1)).map(|k| (f64::from(rate) * r.factor.powi(k as i32)).round() as u32).collect()
+        }
+    }
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// Offered messages per second.
+    pub rate: u32,
+    /// Messages published.
+    pub published: usize,
+    /// Seconds the publishing took.
+    pub publish_secs: f64,
+    /// Deliveries, losses and duplicates of this step's messages.
+    pub tally: TallySummary,
+    /// Latency quantiles, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Server CPU seconds used during the step.
+    pub cpu_secs: Option<f64>,
+}
+
+impl Step {
+    /// Deliveries per second of publishing time.
+    pub fn deliveries_per_second(&self) -> f64 {
+        self.tally.delivered as f64 / self.publish_secs.max(f64::EPSILON)
+    }
+
+    /// Whether the server kept up: nothing lost and the p99 within the bound.
+    pub fn sustained(&self, max_p99_ms: f64) -> bool {
+        self.tally.lost == 0 && self.p99_ms <= max_p99_ms
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut v = json!({
+            "offered_rate": self.rate,
+            "published": self.published,
+            "deliveries": self.tally.delivered,
+            "deliveries_per_second": self.deliveries_per_second(),
+            "lost": self.tally.lost,
+            "duplicated": self.tally.duplicated,
+            "latency_p50_ms": self.p50_ms,
+            "latency_p99_ms": self.p99_ms,
+            "latency_p999_ms": self.p999_ms,
+        });
+        if let Some(cpu) = self.cpu_secs {
+            v["server_cpu_seconds_per_million_deliveries"] =
+                (cpu / (self.tally.delivered.max(1) as f64 / 1e6)).into();
+        }
+        v
+    }
+}
+
+/// Runs the subscribers' reading side: every delivery goes into the tally and the reader's
+/// histogram; on each flush request the histogram is handed over and a new one started.
+fn spawn_readers(
+    sockets: Vec<Connected>,
+    tally: &Arc<Tally>,
+    flush: &watch::Receiver<usize>,
+    stop: &watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, mpsc::UnboundedReceiver<Latency>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tasks = sockets
+        .into_iter()
+        .map(|mut c| {
+            let (tally, tx, mut flush, mut stop) = (tally.clone(), tx.clone(), flush.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut latency = Latency::default();
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = flush.changed() => {
+                            let _ = tx.send(std::mem::take(&mut latency));
+                        }
+                        msg = c.ws.next() => match msg {
+                            Some(Ok(Message::Text(t))) => {
+                                if let Some((seq, sent)) = parse_delivery(&t) {
+                                    latency.record_us(now_us().saturating_sub(sent));
+                                    tally.record(seq);
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            _ => break,
+                        },
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, rx)
+}
+
+/// Publishes messages `seqs` at `rate` per second, round-robin over the channels.
+async fn publish(
+    publisher: &Publisher,
+    seqs: std::ops::Range<usize>,
+    rate: u32,
+    channels: usize,
+) -> (f64, u64) {
+    let in_flight = Arc::new(Semaphore::new(256));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let first = seqs.start;
+    for seq in seqs {
+        tokio::time::sleep_until((started + interval.mul_f64((seq - first) as f64)).into()).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let (publisher, errors) = (publisher.clone(), errors.clone());
+        let ch = format!("bench-{}", seq % channels.max(1));
+        tokio::spawn(async move {
+            if publisher.trigger(&ch, "bench", &payload(seq as u64, now_us())).await.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+    let _ = in_flight.acquire_many(256).await;
+    (started.elapsed().as_secs_f64(), errors.load(Ordering::Relaxed))
+}
+
+/// Runs the scenario.
+pub async fn fanout(target: &Target, o: &Fanout) -> Report {
+    let per = o.subscribers.max(1);
+    let channel = move |i: usize| format!("bench-{}", i / per);
+    let (sockets, _, connect_errors) =
+        open_many(target, o.channels * per, o.concurrency, Some(&channel)).await;
+    let readers = sockets.len();
+    let rates = step_rates(o.rate, o.ramp);
+    let counts: Vec<usize> =
+        rates.iter().map(|r| (f64::from(*r) * o.duration.as_secs_f64()).ceil() as usize).collect();
+    let tally = Arc::new(Tally::new(counts.iter().sum(), per as u32));
+    let (flush_tx, flush_rx) = watch::channel(0usize);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tasks, mut histograms) = spawn_readers(sockets, &tally, &flush_rx, &stop_rx);
+    let publisher = Publisher::new(target);
+    let max_p99 = o.ramp.map_or(f64::INFINITY, |r| r.max_p99_ms);
+    let (mut steps, mut publish_errors, mut first) = (Vec::new(), 0, 0);
+    for (k, (&rate, &count)) in rates.iter().zip(&counts).enumerate() {
+        let seqs = first..first + count;
+        first += count;
+        let cpu_before = o.server.cpu();
+        let (publish_secs, errors) = publish(&publisher, seqs.clone(), rate, o.channels).await;
+        publish_errors += errors;
+        let expected = (count * per) as u64;
+        let drain_until = Instant::now() + Duration::from_secs(5);
+        while tally.summary_of(seqs.clone()).delivered < expected && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cpu_secs = match (cpu_before, o.server.cpu()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let _ = flush_tx.send(k + 1);
+        let mut latency = Latency::default();
+        let collect_until = tokio::time::Instant::now() + Duration::from_secs(5);
+        for _ in 0..readers {
+            match tokio::time::timeout_at(collect_until, histograms.recv()).await {
+                Ok(Some(h)) => latency.merge(&h),
+                _ => break,
+            }
+        }
+        let step = Step {
+            rate,
+            published: count,
+            publish_secs,
+            tally: tally.summary_of(seqs),
+            p50_ms: latency.quantile_ms(0.5),
+            p99_ms: latency.quantile_ms(0.99),
+            p999_ms: latency.quantile_ms(0.999),
+            cpu_secs,
+        };
+        if o.ramp.is_some() {
+            eprintln!("step {k}: {}", step.json());
+        }
+        steps.push(step);
+        if !step.sustained(max_p99) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    report(o, per, connect_errors, publish_errors, &steps, max_p99)
+}
+
+fn report(
+    o: &Fanout,
+    per: usize,
+    connect_errors: u64,
+    publish_errors: u64,
+    steps: &[Step],
+    max_p99: f64,
+) -> Report {
+    let mut r = Report::new("fanout");
+    r.add("channels", o.channels as u64)
+        .add("subscribers_per_channel", per as u64)
+        .add("connect_errors", connect_errors)
+        .add("publish_errors", publish_errors);
+    if o.ramp.is_none() {
+        let Some(s) = steps.first() else { return r };
+        r.add("messages_published", s.published as u64)
+            .add("publish_seconds", s.publish_secs)
+            .add("deliveries", s.tally.delivered)
+            .add("deliveries_per_second", s.deliveries_per_second())
+            .add("lost", s.tally.lost)
+            .add("duplicated", s.tally.duplicated)
+            .add("latency_p50_ms", s.p50_ms)
+            .add("latency_p99_ms", s.p99_ms)
+            .add("latency_p999_ms", s.p999_ms);
+        if let Some(cpu) = s.cpu_secs {
+            r.add("server_cpu_seconds", cpu);
+            r.add("server_cpu_seconds_per_million_deliveries", cpu / (s.tally.delivered.max(1) as f64 / 1e6));
+        }
+        return r;
+    }
+    let best = steps.iter().rev().find(|s| s.sustained(max_p99));
+    r.add("steps_run", steps.len() as u64)
+        .add("max_p99_ms", max_p99)
+        .add("max_sustained_offered_rate", best.map_or(0, |s| u64::from(s.rate)))
+        .add("max_sustained_deliveries_per_second", best.map_or(0.0, Step::deliveries_per_second))
+        .add("latency_p99_ms_at_max", best.map_or(0.0, |s| s.p99_ms));
+    if let Some(cpu) = best.and_then(|s| s.json().get("server_cpu_seconds_per_million_deliveries").cloned()) {
+        r.add("server_cpu_seconds_per_million_deliveries_at_max", cpu);
+    }
+    match steps.last().filter(|s| !s.sustained(max_p99)) {
+        Some(s) => r.add("first_unsustained_offered_rate", u64::from(s.rate)),
+        None => r.add("first_unsustained_offered_rate", "none: every step was sustained"),
+    };
+    r.add("steps", steps.iter().map(Step::json).collect::<Vec<_>>());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ramp_climbs_by_its_factor() {
+        assert_eq!(step_rates(100, None), vec![100]);
+        let ramp = Ramp { factor: 1.5, steps: 4, max_p99_ms: 100.0 };
+        assert_eq!(step_rates(100, Some(ramp)), vec![100, 150, 225, 338]);
+    }
+
+    #[test]
+    fn a_step_is_sustained_only_without_loss_and_within_the_p99_bound() {
+        let step = |lost, p99_ms| Step {
+            rate: 100,
+            published: 100,
+            publish_secs: 1.0,
+            tally: TallySummary { delivered: 1000 - lost, lost, duplicated: 0 },
+            p50_ms: 1.0,
+            p99_ms,
+            p999_ms: p99_ms,
+            cpu_secs: None,
+        };
+        assert!(step(0, 99.0).sustained(100.0));
+        assert!(!step(1, 5.0).sustained(100.0));
+        assert!(!step(0, 101.0).sustained(100.0));
+        assert_eq!(step(0, 5.0).deliveries_per_second(), 1000.0);
+    }
+}
