@@ -29,6 +29,9 @@ node() { # port, extra args...
     --app-max-presence-members 100000 "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_port "$port"
+  sleep 0.3
+  # Another process on the port would be measured instead: refuse to go on.
+  kill -0 "${pids[-1]}" 2>/dev/null || { echo "node on port $port did not start (port taken?)" >&2; exit 1; }
 }
 
 echo "== herald cluster: $nodes nodes + redis"

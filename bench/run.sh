@@ -20,9 +20,13 @@ run_against() { # name, command...
   local pid=$!
   for _ in $(seq 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   echo "== $name"
+  # Another process on the port would be measured instead: refuse to go on.
+  sleep 0.3
+  if ! kill -0 "$pid" 2>/dev/null; then echo "$name did not start (port $port taken?)"; return 0; fi
   taskset -c 1 "$bench" --target 127.0.0.1:$port --server-pid "$pid" \
     --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" || true
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
 
 SCENARIO=("$@")

@@ -76,6 +76,8 @@ pub struct Step {
     pub p999_ms: f64,
     /// Server CPU seconds used during the step.
     pub cpu_secs: Option<f64>,
+    /// Of those, the kernel's (system time: socket writes, loopback TCP).
+    pub system_secs: Option<f64>,
 }
 
 impl Step {
@@ -104,6 +106,9 @@ impl Step {
         if let Some(cpu) = self.cpu_secs {
             v["server_cpu_seconds_per_million_deliveries"] =
                 (cpu / (self.tally.delivered.max(1) as f64 / 1e6)).into();
+            if let Some(system) = self.system_secs {
+                v["server_system_cpu_share"] = (system / cpu.max(f64::EPSILON)).into();
+            }
         }
         v
     }
@@ -196,7 +201,7 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     for (k, (&rate, &count)) in rates.iter().zip(&counts).enumerate() {
         let seqs = first..first + count;
         first += count;
-        let cpu_before = o.server.cpu();
+        let cpu_before = o.server.cpu_split();
         let (publish_secs, errors) = publish(&publisher, seqs.clone(), rate, o.channels).await;
         publish_errors += errors;
         let expected = (count * per) as u64;
@@ -204,9 +209,9 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
         while tally.summary_of(seqs.clone()).delivered < expected && Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let cpu_secs = match (cpu_before, o.server.cpu()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
+        let (cpu_secs, system_secs) = match (cpu_before, o.server.cpu_split()) {
+            (Some((u0, s0)), Some((u1, s1))) => (Some(u1 - u0 + s1 - s0), Some(s1 - s0)),
+            _ => (None, None),
         };
         let _ = flush_tx.send(k + 1);
         let mut latency = Latency::default();
@@ -226,6 +231,7 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
             p99_ms: latency.quantile_ms(0.99),
             p999_ms: latency.quantile_ms(0.999),
             cpu_secs,
+            system_secs,
         };
         if o.ramp.is_some() {
             eprintln!("step {k}: {}", step.json());
@@ -269,6 +275,9 @@ fn report(
         if let Some(cpu) = s.cpu_secs {
             r.add("server_cpu_seconds", cpu);
             r.add("server_cpu_seconds_per_million_deliveries", cpu / (s.tally.delivered.max(1) as f64 / 1e6));
+            if let Some(system) = s.system_secs {
+                r.add("server_system_cpu_share", system / cpu.max(f64::EPSILON));
+            }
         }
         return r;
     }
@@ -278,8 +287,11 @@ fn report(
         .add("max_sustained_offered_rate", best.map_or(0, |s| u64::from(s.rate)))
         .add("max_sustained_deliveries_per_second", best.map_or(0.0, Step::deliveries_per_second))
         .add("latency_p99_ms_at_max", best.map_or(0.0, |s| s.p99_ms));
-    if let Some(cpu) = best.and_then(|s| s.json().get("server_cpu_seconds_per_million_deliveries").cloned()) {
-        r.add("server_cpu_seconds_per_million_deliveries_at_max", cpu);
+    let at_max = best.map(Step::json).unwrap_or_default();
+    for key in ["server_cpu_seconds_per_million_deliveries", "server_system_cpu_share"] {
+        if let Some(v) = at_max.get(key) {
+            r.add(&format!("{key}_at_max"), v.clone());
+        }
     }
     match steps.last().filter(|s| !s.sustained(max_p99)) {
         Some(s) => r.add("first_unsustained_offered_rate", u64::from(s.rate)),
@@ -311,6 +323,7 @@ mod tests {
             p99_ms,
             p999_ms: p99_ms,
             cpu_secs: None,
+            system_secs: None,
         };
         assert!(step(0, 99.0).sustained(100.0));
         assert!(!step(1, 5.0).sustained(100.0));

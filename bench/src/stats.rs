@@ -145,10 +145,16 @@ impl Pids {
 
     /// Summed CPU seconds; `None` without pids or when one cannot be read.
     pub fn cpu(&self) -> Option<f64> {
+        self.cpu_split().map(|(user, system)| user + system)
+    }
+
+    /// Summed user and system CPU seconds.
+    pub fn cpu_split(&self) -> Option<(f64, f64)> {
         if self.0.is_empty() {
             return None;
         }
-        self.0.iter().map(|p| cpu_seconds(*p)).sum()
+        let split: Option<Vec<(f64, f64)>> = self.0.iter().map(|p| cpu_split(*p)).collect();
+        split.map(|v| v.iter().fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps)))
     }
 }
 
@@ -162,14 +168,19 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// User + system CPU seconds a process has used (from `/proc/PID/stat`).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// User and system (kernel) CPU seconds a process has used, apart.
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+    (per_second > 0).then(|| (user as f64 / per_second as f64, system as f64 / per_second as f64))
 }
 
 #[cfg(test)]
@@ -231,6 +242,8 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
+        let (user, system) = cpu_split(me).unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
         let twice = Pids(vec![me, me]);
         assert!(twice.rss().unwrap() >= 2 * 1024 * 1024);
         assert_eq!(Pids::default().rss(), None);
