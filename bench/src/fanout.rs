@@ -188,7 +188,12 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     let (sockets, _, connect_errors) =
         open_many(target, o.channels * per, o.concurrency, Some(&channel)).await;
     let readers = sockets.len();
-    let rates = step_rates(o.rate, o.ramp);
+    // A ramp starts with an unreported warm-up step at the first rate: the first seconds after a
+    // connection storm are not what the server sustains.
+    let mut rates = step_rates(o.rate, o.ramp);
+    if o.ramp.is_some() {
+        rates.insert(0, o.rate);
+    }
     let counts: Vec<usize> =
         rates.iter().map(|r| (f64::from(*r) * o.duration.as_secs_f64()).ceil() as usize).collect();
     let tally = Arc::new(Tally::new(counts.iter().sum(), per as u32));
@@ -234,7 +239,10 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
             system_secs,
         };
         if o.ramp.is_some() {
-            eprintln!("step {k}: {}", step.json());
+            eprintln!("{}: {}", if k == 0 { "warm-up".to_owned() } else { format!("step {k}") }, step.json());
+            if k == 0 {
+                continue;
+            }
         }
         steps.push(step);
         if !step.sustained(max_p99) {

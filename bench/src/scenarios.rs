@@ -83,8 +83,15 @@ pub async fn idle(target: &Target, n: usize, concurrency: usize, server: &Pids) 
 }
 
 /// `presence`: `n` members join one presence channel (`concurrency` at a time); every member
-/// counts the `member_added` frames it receives.
-pub async fn presence(target: &Target, n: usize, concurrency: usize, server: &Pids) -> Report {
+/// counts the `member_added` frames it receives, until all N(N-1)/2 have arrived or `wait` has
+/// passed since the joins ended.
+pub async fn presence(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    server: &Pids,
+    wait: Duration,
+) -> Report {
     let (sockets, _, connect_errors) = open_many(target, n, concurrency, None).await;
     let added = Arc::new(AtomicU64::new(0));
     let cpu_before = server.cpu();
@@ -121,7 +128,7 @@ pub async fn presence(target: &Target, n: usize, concurrency: usize, server: &Pi
     let joined_secs = started.elapsed().as_secs_f64();
     let joined = readers.len() as u64;
     let expected = joined * joined.saturating_sub(1) / 2;
-    let until = Instant::now() + Duration::from_secs(30);
+    let until = Instant::now() + wait;
     while added.load(Ordering::Relaxed) < expected && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -141,6 +148,7 @@ pub async fn presence(target: &Target, n: usize, concurrency: usize, server: &Pi
         .add("seconds_until_all_delivered", total_secs);
     if let Some(cpu) = cpu {
         r.add("server_cpu_seconds", cpu);
+        r.add("server_cpu_us_per_member_added", cpu * 1e6 / (added.load(Ordering::Relaxed).max(1) as f64));
     }
     r
 }

@@ -72,6 +72,9 @@ enum Scenario {
     Presence {
         #[arg(long, default_value_t = 1000)]
         members: usize,
+        /// Seconds to wait, after the joins, for every member_added (N(N-1)/2 of them).
+        #[arg(long, default_value_t = 30)]
+        wait_seconds: u64,
     },
     /// Stalled readers under a busy publisher: they must be disconnected (4100), the readers
     /// must lose nothing, and the server's RSS must stay under the bound (needs --server-pid;
@@ -132,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
             };
             herald_bench::slow::slow(&target, &o).await
         }
-        Scenario::Presence { members } => {
-            scenarios::presence(&target, members, cli.concurrency, &server).await
+        Scenario::Presence { members, wait_seconds } => {
+            let wait = Duration::from_secs(wait_seconds);
+            scenarios::presence(&target, members, cli.concurrency, &server, wait).await
         }
     };
     report.print();
