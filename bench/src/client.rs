@@ -115,6 +115,17 @@ impl Target {
     }
 }
 
+/// Whether a frame is the server's `pusher:ping` (a client must answer with `pusher:pong` or be
+/// disconnected once the activity timeout passes — long runs would otherwise lose clients).
+pub fn is_ping(frame: &str) -> bool {
+    frame.len() < 100 && frame.contains("\"pusher:ping\"")
+}
+
+/// The `pusher:pong` answer.
+pub fn pong() -> Message {
+    Message::Text(r#"{"event":"pusher:pong","data":{}}"#.into())
+}
+
 /// Publishes through the signed HTTP API over one keep-alive client.
 #[derive(Clone)]
 pub struct Publisher {
@@ -160,5 +171,18 @@ impl Publisher {
             bail!("trigger answered {}: {}", response.status(), response.text().await.unwrap_or_default());
         }
         Ok(started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_ping_is_recognised_and_events_are_not() {
+        assert!(is_ping(&herald_server::protocol::frames::ping()));
+        assert!(is_ping(r#"{"event":"pusher:ping","data":"{}"}"#));
+        assert!(!is_ping(r#"{"event":"pusher:pong","data":"{}"}"#));
+        assert!(!is_ping(r#"{"event":"bench","channel":"c","data":"{\"pusher:ping\":1}"}"#));
     }
 }

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Connected, Publisher, Target};
+use crate::client::{is_ping, pong, Connected, Publisher, Target};
 use crate::report::Report;
 use crate::scenarios::open_many;
 use crate::stats::{now_us, parse_delivery, payload, Latency, Pids, Tally, TallySummary};
@@ -140,6 +140,8 @@ fn spawn_readers(
                                 if let Some((seq, sent)) = parse_delivery(&t) {
                                     latency.record_us(now_us().saturating_sub(sent));
                                     tally.record(seq);
+                                } else if is_ping(&t) && c.ws.send(pong()).await.is_err() {
+                                    break;
                                 }
                             }
                             Some(Ok(_)) => {}

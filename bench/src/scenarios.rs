@@ -4,11 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Connected, Target};
+use crate::client::{is_ping, pong, Connected, Target};
 use crate::report::Report;
 use crate::stats::{Latency, Pids};
 
@@ -111,6 +111,8 @@ pub async fn presence(
                     if let Message::Text(t) = msg {
                         if t.contains("pusher_internal:member_added") {
                             added.fetch_add(1, Ordering::Relaxed);
+                        } else if is_ping(&t) && c.ws.send(pong()).await.is_err() {
+                            break;
                         }
                     }
                 }
