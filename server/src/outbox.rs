@@ -1,11 +1,16 @@
 //! A socket's outbound side as others see it: a bounded queue of pre-serialized frames and a
 //! one-shot close signal. The registry holds an [`Outbox`] per subscription; the connection task
-//! holds the receiving end.
+//! holds the receiving end, an [`Inbox`].
+//!
+//! The queue is a `VecDeque` behind a mutex rather than a tokio `mpsc` channel: an idle socket's
+//! queue then costs nothing, where a channel allocates its first 32-slot block (~1 KB) and its
+//! cache-padded state up front, for every socket (docs/benchmarks.md, idle memory).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::protocol::CloseReason;
 
@@ -13,8 +18,70 @@ use crate::protocol::CloseReason;
 #[derive(Clone, Debug)]
 pub struct Outbox {
     socket_id: Arc<str>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    queue: Arc<Queue>,
     control: Arc<Control>,
+}
+
+/// The frames waiting for one socket.
+#[derive(Debug)]
+struct Queue {
+    frames: Mutex<Frames>,
+    /// Woken when a frame is queued (a permit is kept when the reader is not waiting).
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Frames {
+    queued: VecDeque<Utf8Bytes>,
+    /// The connection task is gone: nothing more is queued.
+    closed: bool,
+}
+
+impl Queue {
+    fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // A panic while holding this lock leaves a plain VecDeque: still usable.
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Receiving half, held by the connection task.
+#[derive(Debug)]
+pub struct Inbox {
+    queue: Arc<Queue>,
+}
+
+/// Capacity an emptied queue may keep; a burst's larger buffer is given back.
+const KEEP_CAPACITY: usize = 16;
+
+impl Inbox {
+    /// The next frame, waiting for one if none is queued.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        loop {
+            if let Some(frame) = self.try_recv() {
+                return Some(frame);
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let mut frames = self.queue.frames();
+        let frame = frames.queued.pop_front();
+        if frame.is_none() && frames.queued.capacity() > KEEP_CAPACITY {
+            frames.queued.shrink_to(KEEP_CAPACITY);
+        }
+        frame
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut frames = self.queue.frames();
+        frames.closed = true;
+        frames.queued = VecDeque::new();
+    }
 }
 
 /// Asks a connection task to close its socket with a reason. The first reason wins.
@@ -57,10 +124,14 @@ pub enum Delivery {
 
 impl Outbox {
     /// A new outbox with room for `capacity` frames, and the receiver for the connection task.
-    pub fn new(socket_id: Arc<str>, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn new(socket_id: Arc<str>, capacity: usize) -> (Self, Inbox, Arc<Control>) {
+        let queue = Arc::new(Queue {
+            frames: Mutex::new(Frames::default()),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        });
         let control = Arc::new(Control::default());
-        (Outbox { socket_id, tx, control: control.clone() }, rx, control)
+        (Outbox { socket_id, queue: queue.clone(), control: control.clone() }, Inbox { queue }, control)
     }
 
     /// The socket id this outbox writes to.
@@ -71,14 +142,20 @@ impl Outbox {
     /// Queues a shared frame without waiting. A full queue means the client does not read fast
     /// enough: it is disconnected rather than allowed to grow server memory.
     pub fn deliver(&self, frame: &Utf8Bytes) -> Delivery {
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.control.close(CloseReason::OverCapacity);
-                Delivery::SlowConsumer
+        {
+            let mut frames = self.queue.frames();
+            if frames.closed {
+                return Delivery::Closed;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+            if frames.queued.len() >= self.queue.capacity {
+                drop(frames);
+                self.control.close(CloseReason::OverCapacity);
+                return Delivery::SlowConsumer;
+            }
+            frames.queued.push_back(frame.clone());
         }
+        self.queue.ready.notify_one();
+        Delivery::Queued
     }
 
     /// Closes the socket with `reason` (terminate, app disabled, shutdown).
@@ -102,6 +179,38 @@ mod tests {
         assert_eq!(rx.recv().await.as_deref(), Some("x"));
         drop(rx);
         assert_eq!(outbox.deliver(&frame), Delivery::Closed);
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_a_waiting_reader_is_woken() {
+        let (outbox, mut rx, _) = Outbox::new("1.1".into(), 100);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                got.push(rx.recv().await.expect("frame").to_string());
+            }
+            (got, rx.try_recv())
+        });
+        for i in 0..50 {
+            assert_eq!(outbox.deliver(&Utf8Bytes::from(i.to_string())), Delivery::Queued);
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (got, rest) = reader.await.expect("reader");
+        assert_eq!(got, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(rest, None);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_burst_buffer_back() {
+        let (outbox, mut rx, _) = Outbox::new("1.1".into(), 1000);
+        for _ in 0..500 {
+            outbox.deliver(&Utf8Bytes::from_static("x"));
+        }
+        assert!(outbox.queue.frames().queued.capacity() >= 500);
+        while rx.try_recv().is_some() {}
+        assert!(outbox.queue.frames().queued.capacity() <= KEEP_CAPACITY);
     }
 
     #[tokio::test]
