@@ -168,6 +168,11 @@ pub struct Settings {
     pub error_dialect: ErrorDialect,
     /// Frames queued for one socket before it counts as a slow consumer (closed with 4100).
     pub max_queued_messages: usize,
+    /// Webhook events waiting for the sender before new ones are dropped
+    /// (`herald_webhooks_dropped_total{reason="queue_full"}`).
+    pub webhook_queue_size: usize,
+    /// Webhook requests in flight or waiting to retry before new ones are dropped.
+    pub max_pending_webhooks: usize,
     /// Largest WebSocket message a client may send; larger ones close the socket with 1009.
     pub max_message_size: usize,
     /// Largest HTTP API request body; larger ones get 413.
@@ -217,6 +222,8 @@ impl Default for Settings {
             pong_timeout: Duration::from_secs(30),
             error_dialect: ErrorDialect::Echo,
             max_queued_messages: 1000,
+            webhook_queue_size: 10_000,
+            max_pending_webhooks: 10_000,
             max_message_size: 100 * 1024,
             max_request_size: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -335,6 +342,8 @@ impl Config {
             )),
             error_dialect: d.error_dialect,
             max_queued_messages: file.take("max_queued_messages").unwrap_or(d.max_queued_messages),
+            webhook_queue_size: file.take("webhook_queue_size").unwrap_or(d.webhook_queue_size),
+            max_pending_webhooks: file.take("max_pending_webhooks").unwrap_or(d.max_pending_webhooks),
             max_message_size: file.take("max_message_size").unwrap_or(d.max_message_size),
             max_request_size: file.take("max_request_size").unwrap_or(d.max_request_size),
             shutdown_grace: Duration::from_secs(
@@ -375,6 +384,12 @@ impl Config {
         }
         if s.max_queued_messages == 0 {
             errors.push("max_queued_messages: must be at least 1".into());
+        }
+        if s.webhook_queue_size == 0 {
+            errors.push("webhook_queue_size: must be at least 1".into());
+        }
+        if s.max_pending_webhooks == 0 {
+            errors.push("max_pending_webhooks: must be at least 1".into());
         }
         if s.port != 0 && s.port == s.metrics_port {
             errors.push(format!("port and metrics_port are both {}; they must differ", s.port));

@@ -73,7 +73,12 @@ pub struct Server {
 impl Server {
     /// Binds both listeners of the embedded default (static apps, local cluster).
     pub async fn bind(config: &Config) -> io::Result<Server> {
-        Self::bind_with(config, WebhookSettings::default()).await
+        let webhooks = WebhookSettings {
+            queue_size: config.settings.webhook_queue_size,
+            max_pending_deliveries: config.settings.max_pending_webhooks,
+            ..WebhookSettings::default()
+        };
+        Self::bind_with(config, webhooks).await
     }
 
     /// Like [`Server::bind`], with webhook timings of the caller's choosing (tests shorten

@@ -164,3 +164,49 @@ async fn shutdown_sends_held_back_events_before_exiting() {
     tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap().unwrap();
     assert_eq!(names(&rx.events()), ["channel_occupied", "channel_vacated"]);
 }
+
+#[tokio::test]
+async fn pending_webhooks_are_bounded_by_the_config_and_the_excess_is_counted() {
+    // A receiver that keeps failing: every delivery stays pending, waiting to retry.
+    let rx = Receiver::start(vec![500; 1000]).await;
+    let mut config = Config::for_tests();
+    config.apps[0].webhooks = vec![target(&rx.url)];
+    config.settings.max_pending_webhooks = 3;
+    let s = start_server(config).await;
+    let mut c = connect(s.addr).await;
+    for i in 0..10 {
+        c.subscribe(&format!("busy-{i}")).await;
+    }
+    let metrics_url = format!("http://{}/metrics", s.ops);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = loop {
+        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("herald_webhooks_dropped_total") && l.contains("too_many_pending"));
+        if let Some(n) = line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<u64>().ok()) {
+            if n >= 7 || Instant::now() > deadline {
+                break n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no drop counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dropped, 7, "3 of 10 channel_occupied events pending, the rest dropped");
+    let distinct = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .map(|e| e["channel"].as_str().unwrap().to_owned())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    rx.wait_for(WAIT, |e| distinct(e).len() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the first retry
+    assert_eq!(
+        distinct(&rx.events()).len(),
+        3,
+        "only the pending three reach the receiver (and are retried)"
+    );
+    // The socket that caused it is served as usual.
+    assert_eq!(Api::new(s.addr).trigger(&["busy-0"], "tick", "1").await.0, 200);
+    assert_eq!(c.next().await["event"], "tick");
+}

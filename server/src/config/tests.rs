@@ -134,6 +134,19 @@ fn every_bad_setting_is_reported_at_once() {
 }
 
 #[test]
+fn the_webhook_limits_come_from_the_file_and_zero_is_refused() {
+    let f = file("webhook_queue_size = 5\nmax_pending_webhooks = 7\n");
+    let c = Config::load(&cli(&["--config", f.0.to_str().unwrap()])).unwrap();
+    assert_eq!((c.settings.webhook_queue_size, c.settings.max_pending_webhooks), (5, 7));
+    let d = Config::load(&Cli::default()).unwrap();
+    assert_eq!((d.settings.webhook_queue_size, d.settings.max_pending_webhooks), (10_000, 10_000));
+    let f = file("webhook_queue_size = 0\nmax_pending_webhooks = 0\n");
+    let all = Config::load(&cli(&["--config", f.0.to_str().unwrap()])).unwrap_err().join("\n");
+    assert!(all.contains("webhook_queue_size: must be at least 1"), "{all}");
+    assert!(all.contains("max_pending_webhooks: must be at least 1"), "{all}");
+}
+
+#[test]
 fn duplicate_app_ids_and_keys_are_refused() {
     let f = file("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n");
     let errors = Config::load(&cli(&[
