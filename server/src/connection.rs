@@ -38,10 +38,11 @@ use crate::server::ServerState;
 use crate::subscription_count;
 use crate::webhooks::WebhookEvent;
 
-/// Initial read buffer of a socket. Client frames are small (subscribe, ping, client events);
-/// a larger frame grows the buffer while it is read. Measured: 4 KB → 1 KB saves ~3 KB of RSS
-/// per idle connection (docs/benchmarks.md, idle scenario).
-const READ_BUFFER: usize = 1024;
+/// Initial read buffer of a socket. Client frames are small (a subscribe is under 300 bytes);
+/// a larger frame grows the buffer while it is read (one more read call for it). Measured per
+/// idle connection (docs/benchmarks.md, idle scenario): 4 KB → 1 KB saved ~3 KB of RSS, and
+/// 1 KB → 256 bytes saved the rest of that allocation.
+const READ_BUFFER: usize = 256;
 
 /// Query string of `/app/{key}`.
 #[derive(Debug, Deserialize)]
