@@ -35,6 +35,17 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Writes a request line and then headers one at a time, 400 ms apart, never finishing the head;
+/// stops when the server has closed the connection.
+async fn trickle(stream: &mut TcpStream, request_line: &str) {
+    for line in [request_line, "Host: x\r\n", "X-A: 1\r\n", "X-B: 2\r\n", "X-C: 3\r\n"] {
+        if stream.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
 async fn refused(s: &TestServer, reason: &str) -> u64 {
     let text =
         reqwest::get(format!("http://{}/metrics", s.ops)).await.expect("metrics").text().await.expect("text");
@@ -55,21 +66,7 @@ async fn slowloris_and_silent_connections_are_cut_off_but_idle_websockets_stay()
 
     // Headers trickled one line at a time, never finished.
     let mut slow = TcpStream::connect(s.addr).await.expect("connect");
-    let trickle = async {
-        for line in [
-            "GET /app/herald-dev-key?protocol=7 HTTP/1.1\r\n",
-            "Host: x\r\n",
-            "X-A: 1\r\n",
-            "X-B: 2\r\n",
-            "X-C: 3\r\n",
-        ] {
-            if slow.write_all(line.as_bytes()).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        }
-    };
-    trickle.await;
+    trickle(&mut slow, "GET /app/herald-dev-key?protocol=7 HTTP/1.1\r\n").await;
     until_closed(&mut slow).await;
 
     // A socket that sends nothing at all.
@@ -96,12 +93,7 @@ async fn keep_alive_requests_after_the_first_have_the_same_head_deadline() {
     let mut answer = [0u8; 12];
     slow.read_exact(&mut answer).await.expect("first answer");
     assert_eq!(&answer, b"HTTP/1.1 404", "the first request is served");
-    for line in ["GET /nothing-here HTTP/1.1\r\n", "Host: x\r\n", "X-A: 1\r\n", "X-B: 2\r\n", "X-C: 3\r\n"] {
-        if slow.write_all(line.as_bytes()).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
+    trickle(&mut slow, "GET /nothing-here HTTP/1.1\r\n").await;
     let rest = String::from_utf8_lossy(&until_closed(&mut slow).await).into_owned();
     assert_eq!(rest.matches("HTTP/1.1 ").count(), 0, "the trickled request got no answer: {rest}");
 
