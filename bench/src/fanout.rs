@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{is_ping, pong, Connected, Publisher, Target};
 use crate::report::Report;
 use crate::scenarios::open_many;
-use crate::stats::{now_us, parse_delivery, payload, Latency, Pids, Tally, TallySummary};
+use crate::stats::{now_us, padded_payload, parse_delivery, Latency, Pids, Tally, TallySummary};
 
 /// Options of the `fanout` scenario.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ impl Step {
 
 /// Runs the subscribers' reading side: every delivery goes into the tally and the reader's
 /// histogram; on each flush request the histogram is handed over and a new one started.
-fn spawn_readers(
+pub(crate) fn spawn_readers(
     sockets: Vec<Connected>,
     tally: &Arc<Tally>,
     flush: &watch::Receiver<usize>,
@@ -155,12 +155,15 @@ fn spawn_readers(
     (tasks, rx)
 }
 
-/// Publishes messages `seqs` at `rate` per second, round-robin over the channels.
-async fn publish(
+/// Publishes messages `seqs` at `rate` per second, round-robin over `channels`, each carrying
+/// its sequence number and send time padded to `size` bytes. Returns the seconds it took and
+/// the failed publishes.
+pub(crate) async fn publish(
     publisher: &Publisher,
     seqs: std::ops::Range<usize>,
     rate: u32,
-    channels: usize,
+    channels: &[String],
+    size: usize,
 ) -> (f64, u64) {
     let in_flight = Arc::new(Semaphore::new(256));
     let errors = Arc::new(AtomicU64::new(0));
@@ -171,9 +174,9 @@ async fn publish(
         tokio::time::sleep_until((started + interval.mul_f64((seq - first) as f64)).into()).await;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let (publisher, errors) = (publisher.clone(), errors.clone());
-        let ch = format!("bench-{}", seq % channels.max(1));
+        let ch = channels[seq % channels.len()].clone();
         tokio::spawn(async move {
-            if publisher.trigger(&ch, "bench", &payload(seq as u64, now_us())).await.is_err() {
+            if publisher.trigger(&ch, "bench", &padded_payload(seq as u64, now_us(), size)).await.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
@@ -188,7 +191,7 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     let per = o.subscribers.max(1);
     let channel = move |i: usize| format!("bench-{}", i / per);
     let (sockets, _, connect_errors) =
-        open_many(target, o.channels * per, o.concurrency, Some(&channel)).await;
+        open_many(target, 0..o.channels * per, o.concurrency, None, Some(&channel)).await;
     let readers = sockets.len();
     // A ramp starts with an unreported warm-up step at the first rate: the first seconds after a
     // connection storm are not what the server sustains.
@@ -203,13 +206,14 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tasks, mut histograms) = spawn_readers(sockets, &tally, &flush_rx, &stop_rx);
     let publisher = Publisher::new(target);
+    let channels: Vec<String> = (0..o.channels.max(1)).map(|c| format!("bench-{c}")).collect();
     let max_p99 = o.ramp.map_or(f64::INFINITY, |r| r.max_p99_ms);
     let (mut steps, mut publish_errors, mut first) = (Vec::new(), 0, 0);
     for (k, (&rate, &count)) in rates.iter().zip(&counts).enumerate() {
         let seqs = first..first + count;
         first += count;
         let cpu_before = o.server.cpu_split();
-        let (publish_secs, errors) = publish(&publisher, seqs.clone(), rate, o.channels).await;
+        let (publish_secs, errors) = publish(&publisher, seqs.clone(), rate, &channels, 0).await;
         publish_errors += errors;
         let expected = (count * per) as u64;
         let drain_until = Instant::now() + Duration::from_secs(5);

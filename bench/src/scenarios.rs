@@ -12,24 +12,27 @@ use crate::client::{is_ping, pong, Connected, Target};
 use crate::report::Report;
 use crate::stats::{Latency, Pids};
 
-/// Opens `n` sockets (at most `concurrency` handshakes at once), each subscribed to the channel
-/// `channel_of(i)` when given. Returns the sockets and each handshake's time.
+/// Opens the sockets of clients numbered `ids` (at most `concurrency` handshakes at once, each
+/// with `recv_buffer` when given), each subscribed to the channel `channel_of(i)` when given.
+/// Returns the sockets, each handshake's time and the failures.
 pub(crate) async fn open_many(
     target: &Target,
-    n: usize,
+    ids: std::ops::Range<usize>,
     concurrency: usize,
+    recv_buffer: Option<u32>,
     channel_of: Option<&(dyn Fn(usize) -> String + Sync)>,
 ) -> (Vec<Connected>, Latency, u64) {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let n = ids.len();
     let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
+    for i in ids {
         let target = target.clone();
         let gate = gate.clone();
         let channel = channel_of.map(|f| f(i));
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
             let started = Instant::now();
-            let mut c = target.connect(i, None).await.ok()?;
+            let mut c = target.connect(i, recv_buffer).await.ok()?;
             let took = started.elapsed();
             if let Some(ch) = channel {
                 target.subscribe(&mut c, &ch, None).await.ok()?;
@@ -53,7 +56,7 @@ pub(crate) async fn open_many(
 /// `connect`: a storm of `n` connections, `concurrency` handshakes at a time.
 pub async fn connect(target: &Target, n: usize, concurrency: usize) -> Report {
     let started = Instant::now();
-    let (sockets, latency, errors) = open_many(target, n, concurrency, None).await;
+    let (sockets, latency, errors) = open_many(target, 0..n, concurrency, None, None).await;
     let secs = started.elapsed().as_secs_f64();
     let mut r = Report::new("connect");
     r.add("connections", sockets.len() as u64)
@@ -69,7 +72,7 @@ pub async fn connect(target: &Target, n: usize, concurrency: usize) -> Report {
 pub async fn idle(target: &Target, n: usize, concurrency: usize, server: &Pids) -> Report {
     let before = server.rss().unwrap_or(0);
     let channel = |i: usize| format!("idle-{}", i % 100);
-    let (sockets, _, errors) = open_many(target, n, concurrency, Some(&channel)).await;
+    let (sockets, _, errors) = open_many(target, 0..n, concurrency, None, Some(&channel)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss().unwrap_or(0);
     let per = after.saturating_sub(before) as f64 / sockets.len().max(1) as f64;

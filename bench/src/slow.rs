@@ -2,18 +2,22 @@
 //! channel is busy; the server must disconnect them (4100) once their bounded queue fills, keep
 //! its memory flat, and keep delivering everything to the subscribers that do read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Connected, Publisher, Target};
+use crate::fanout::{publish, spawn_readers};
 use crate::report::Report;
-use crate::stats::{now_us, padded_payload, parse_delivery, Pids, Tally};
+use crate::scenarios::open_many;
+use crate::stats::{Pids, Tally};
+
+/// The channel every subscriber of the scenario is on.
+const CHANNEL: &str = "slow-bench";
 
 /// Options of the `slow` scenario.
 #[derive(Debug, Clone)]
@@ -85,30 +89,6 @@ fn sample_peak(server: Pids, mut stop: watch::Receiver<bool>) -> tokio::task::Jo
     })
 }
 
-/// Opens `n` subscribers of `channel`, numbered from `first`; stalled ones get a small receive
-/// buffer so they fill sooner.
-async fn subscribers(target: &Target, first: usize, n: usize, small: bool, o: &Slow) -> Vec<Connected> {
-    let gate = Arc::new(Semaphore::new(o.concurrency.max(1)));
-    let tasks: Vec<_> = (first..first + n)
-        .map(|i| {
-            let (target, gate) = (target.clone(), gate.clone());
-            tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await.ok()?;
-                let mut c = target.connect(i, small.then_some(4096)).await.ok()?;
-                target.subscribe(&mut c, "slow-bench", None).await.ok()?;
-                Some(c)
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        if let Some(c) = t.await.ok().flatten() {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// How a stalled socket ended, seen once its backlog is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -139,55 +119,23 @@ async fn ending(mut c: Connected) -> Ended {
 
 /// Runs the scenario.
 pub async fn slow(target: &Target, o: &Slow) -> Report {
-    let readers = subscribers(target, 0, o.readers, false, o).await;
-    let stalled = subscribers(target, o.readers, o.stalled, true, o).await;
+    let channel = |_: usize| CHANNEL.to_owned();
+    let (readers, _, _) = open_many(target, 0..o.readers, o.concurrency, None, Some(&channel)).await;
+    // Stalled subscribers get a small receive buffer, so they fill sooner.
+    let stalled_ids = o.readers..o.readers + o.stalled;
+    let (stalled, _, _) = open_many(target, stalled_ids, o.concurrency, Some(4096), Some(&channel)).await;
     let total = (f64::from(o.rate) * o.duration.as_secs_f64()).ceil() as usize;
     let tally = Arc::new(Tally::new(total, readers.len() as u32));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reading: Vec<_> = readers
-        .into_iter()
-        .map(|mut c| {
-            let (tally, mut stop) = (tally.clone(), stop_rx.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        msg = c.ws.next() => match msg {
-                            Some(Ok(Message::Text(t))) => {
-                                if let Some((seq, _)) = parse_delivery(&t) {
-                                    tally.record(seq);
-                                }
-                            }
-                            Some(Ok(_)) => {}
-                            _ => break,
-                        },
-                    }
-                }
-            })
-        })
-        .collect();
+    // Readers' latencies are not asked for (no flush is ever requested).
+    let (_flush_tx, flush_rx) = watch::channel(0usize);
+    let (reading, _) = spawn_readers(readers, &tally, &flush_rx, &stop_rx);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = o.server.rss().unwrap_or(0);
     let peak = sample_peak(o.server.clone(), stop_rx.clone());
 
     let publisher = Publisher::new(target);
-    let in_flight = Arc::new(Semaphore::new(64));
-    let publish_errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(o.rate.max(1)));
-    for seq in 0..total {
-        tokio::time::sleep_until((started + interval * seq as u32).into()).await;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let (publisher, errors, size) = (publisher.clone(), publish_errors.clone(), o.size);
-        tokio::spawn(async move {
-            let data = padded_payload(seq as u64, now_us(), size);
-            if publisher.trigger("slow-bench", "bench", &data).await.is_err() {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-            drop(permit);
-        });
-    }
-    let _ = in_flight.acquire_many(64).await;
+    let (_, publish_errors) = publish(&publisher, 0..total, o.rate, &[CHANNEL.to_owned()], o.size).await;
     let expected = total as u64 * tally_readers(&tally);
     let drain_until = Instant::now() + Duration::from_secs(10);
     while tally.summary(total).delivered < expected && Instant::now() < drain_until {
@@ -225,7 +173,7 @@ pub async fn slow(target: &Target, o: &Slow) -> Report {
         .add("stalled_saw_close_4100", with_4100)
         .add("reading_subscribers", tally_readers(&tally))
         .add("messages_published", total as u64)
-        .add("publish_errors", publish_errors.load(Ordering::Relaxed))
+        .add("publish_errors", publish_errors)
         .add("message_bytes", o.size as u64)
         .add("published_mib_per_stalled_subscriber", mib(total as u64 * o.size as u64))
         .add("reader_deliveries", s.delivered)
