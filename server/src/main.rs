@@ -1,6 +1,7 @@
 //! `herald-server`: parses the command line, sets up logging, runs the server until SIGTERM or
 //! SIGINT, and exits 0 after a graceful drain.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -89,58 +90,65 @@ async fn shutdown_signal() {
 fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let port = addr.port();
-    println!("Herald {} — Pusher Channels protocol 7 server", env!("CARGO_PKG_VERSION"));
-    println!(
-        "  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/..."
-    );
-    println!("  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics", ops.port());
+    // Written in one piece: a reader that starts on the first lines (a test harness, a log
+    // shipper) must not see the banner half printed.
+    let mut banner = String::new();
+    macro_rules! out {
+        () => {{
+            banner.push('\n');
+        }};
+        ($($t:tt)*) => {{
+            let _ = writeln!(banner, $($t)*);
+        }};
+    }
+    out!("Herald {} — Pusher Channels protocol 7 server", env!("CARGO_PKG_VERSION"));
+    out!("  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/...");
+    out!("  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics", ops.port());
     if config.dev_app {
         let app = &config.apps[0];
-        println!();
-        println!("  Development app (no app configured; use --app-id/--app-key/--app-secret or --config):");
-        println!("    app_id = {}", app.id);
-        println!("    key    = {}", app.key);
-        println!("    secret = {}", app.secret);
-        println!();
-        println!("  Connect with pusher-js:");
-        println!(
+        out!();
+        out!("  Development app (no app configured; use --app-id/--app-key/--app-secret or --config):");
+        out!("    app_id = {}", app.id);
+        out!("    key    = {}", app.key);
+        out!("    secret = {}", app.secret);
+        out!();
+        out!("  Connect with pusher-js:");
+        out!(
             "    const pusher = new Pusher(\"{}\", {{ cluster: \"herald\", wsHost: \"{host}\", wsPort: {port}, forceTLS: false, enabledTransports: [\"ws\"] }});",
             app.key
         );
-        println!("  Trigger with the Node server SDK (npm i pusher):");
-        println!(
+        out!("  Trigger with the Node server SDK (npm i pusher):");
+        out!(
             "    const pusher = new Pusher({{ appId: \"{}\", key: \"{}\", secret: \"{}\", host: \"{host}\", port: \"{port}\", useTLS: false }});",
             app.id, app.key, app.secret
         );
     }
     if config.settings.console {
-        println!();
+        out!();
         if config.dev_app {
             let app = &config.apps[0];
-            println!(
-                "  Debug console        : http://{host}:{port}/console#app={}&token={}",
-                app.id, app.secret
-            );
+            out!("  Debug console        : http://{host}:{port}/console#app={}&token={}", app.id, app.secret);
         } else {
-            println!("  Debug console        : http://{host}:{port}/console (open it with an app id and its secret, or the console token)");
+            out!("  Debug console        : http://{host}:{port}/console (open it with an app id and its secret, or the console token)");
         }
     }
     if config.settings.dev_auth {
-        println!();
-        println!("  Development auth endpoint (--dev-auth; signs anything, never expose it):");
-        println!("    channelAuthorization: {{ endpoint: \"http://{host}:{port}/pusher/auth\" }},");
-        println!("    userAuthentication: {{ endpoint: \"http://{host}:{port}/pusher/user-auth\" }}");
-        println!("    (optional params: user_id, user_info; encrypted channels use the master key");
-        println!("     base64 {})", base64_dev_key());
+        out!();
+        out!("  Development auth endpoint (--dev-auth; signs anything, never expose it):");
+        out!("    channelAuthorization: {{ endpoint: \"http://{host}:{port}/pusher/auth\" }},");
+        out!("    userAuthentication: {{ endpoint: \"http://{host}:{port}/pusher/user-auth\" }}");
+        out!("    (optional params: user_id, user_info; encrypted channels use the master key");
+        out!("     base64 {})", base64_dev_key());
     }
     if let Some(k) = &config.kubernetes {
-        println!("  Apps: the PusherApps of PusherCluster {}/{} (watched live)", k.namespace, k.cluster);
+        out!("  Apps: the PusherApps of PusherCluster {}/{} (watched live)", k.namespace, k.cluster);
     } else if !config.dev_app {
-        println!(
+        out!(
             "  Apps: {}",
             config.apps.iter().map(|a| format!("{} (key {})", a.id, a.key)).collect::<Vec<_>>().join(", ")
         );
     }
+    print!("{banner}");
 }
 
 fn base64_dev_key() -> String {
