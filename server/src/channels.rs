@@ -27,6 +27,13 @@ pub struct Member {
     pub user_info: Option<Arc<RawValue>>,
 }
 
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.user_id == other.user_id
+            && self.user_info.as_ref().map(|i| i.get()) == other.user_info.as_ref().map(|i| i.get())
+    }
+}
+
 /// Why a presence `channel_data` was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChannelDataError {

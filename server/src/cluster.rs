@@ -1,63 +1,125 @@
-//! Everything that crosses nodes, behind the [`Cluster`] trait: joining and leaving channels
-//! (with the occupied / vacated and member added / removed transitions), publishing, and the
-//! counts the HTTP API reports. [`LocalCluster`] is the embedded default: one process, where
-//! this node's [`Registry`] is the whole truth; [`RedisCluster`] shares state between any
-//! number of nodes through Redis, with leases so a dead node's state is cleaned up.
+//! What crosses nodes, behind small traits chosen at start-up, one per concern:
+//! [`FanOut`] (frames to a channel's subscribers everywhere), [`ChannelState`] (connections,
+//! subscriptions and presence members, with the transitions they cause), [`Users`] (signed-in
+//! users, watchlists, terminate) and [`Cache`] (cache channels), plus [`Health`].
+//!
+//! Every call that changes shared state returns what changed as [`Transition`] values, decided
+//! once cluster-wide; the caller hands them to the announcer (`crate::announce`), the one place
+//! that turns a transition into its frame, webhook and subscription count. A backend's own
+//! clean-ups (a dead node's lease, a resync) report theirs through an [`AnnounceSender`].
+//!
+//! [`LocalCluster`] is the embedded default: one process, where this node's [`Registry`] is the
+//! whole truth; [`RedisCluster`] shares state between any number of nodes through Redis, with
+//! leases so a dead node's state is cleaned up.
 
 mod local;
 pub mod redis;
 
 pub use local::LocalCluster;
-pub use redis::{RedisCluster, RedisSettings};
+pub use redis::RedisCluster;
+
+pub use crate::config::RedisSettings;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::channels::{AddError, LocalStats, Member};
+use crate::channels::{AddError, LocalStats, Member, Registry};
 use crate::outbox::Outbox;
 
-/// Failure of the cluster backend. No backend returns one today: the embedded backend cannot
-/// fail, and the Redis backend degrades to this node alone instead (see [`Cluster::healthy`]).
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {}
-
-/// Why a join was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    /// The presence channel is at its member limit.
-    #[error(transparent)]
-    Refused(#[from] AddError),
-    /// The backend failed.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
+/// One change of shared state, decided once cluster-wide. The announcer turns each into its
+/// effects; nothing else emits the frames or webhooks these stand for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// The channel had no subscriber anywhere and now has one.
+    Occupied {
+        /// The channel.
+        channel: String,
+    },
+    /// The channel's last subscriber anywhere left.
+    Vacated {
+        /// The channel.
+        channel: String,
+    },
+    /// A user's first socket anywhere joined a presence channel.
+    MemberAdded {
+        /// The channel.
+        channel: String,
+        /// The user and the `user_info` it signed.
+        member: Member,
+    },
+    /// A user's last socket anywhere left a presence channel.
+    MemberRemoved {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user_id: Arc<str>,
+    },
+    /// A socket subscribed to or unsubscribed from a channel: its cluster-wide count now.
+    SubscriptionCount {
+        /// The channel.
+        channel: String,
+        /// Subscribers anywhere.
+        count: u64,
+    },
+    /// A user's first socket anywhere signed in.
+    UserOnline {
+        /// The user.
+        user_id: Arc<str>,
+    },
+    /// A user's last signed-in socket anywhere went away.
+    UserOffline {
+        /// The user.
+        user_id: Arc<str>,
+    },
 }
 
-/// The transitions a join caused, decided once cluster-wide.
-#[derive(Debug, Clone)]
-pub struct Joined {
-    /// The channel had no subscriber anywhere before.
-    pub occupied: bool,
-    /// The user had no socket in this presence channel anywhere before.
-    pub member_added: bool,
-    /// Cluster-wide subscriber count after the join.
-    pub subscription_count: u64,
+/// Who caused a batch of transitions, which decides who hears their frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A socket's own action: every subscriber hears the frames except that socket.
+    Socket(Arc<str>),
+    /// A clean-up of a node that is gone: every subscriber on every node hears them.
+    Cleanup,
+    /// This node rejoining after an outage: only the other nodes hear the frames (this node's
+    /// sockets never saw the change undone).
+    Rejoin,
 }
 
-/// The transitions a leave caused, decided once cluster-wide.
-#[derive(Debug, Clone, Default)]
-pub struct Left {
-    /// The socket was subscribed.
-    pub was_subscribed: bool,
-    /// The channel has no subscriber anywhere now.
-    pub vacated: bool,
-    /// The user whose last socket in the presence channel left.
-    pub member_removed: Option<std::sync::Arc<str>>,
-    /// Cluster-wide subscriber count after the leave.
-    pub subscription_count: u64,
+impl Origin {
+    /// The socket to leave out of a frame's audience.
+    pub fn except(&self) -> Option<&str> {
+        match self {
+            Origin::Socket(id) => Some(id),
+            Origin::Cleanup | Origin::Rejoin => None,
+        }
+    }
 }
+
+/// Transitions a backend decided on its own (lease clean-up, resync), for the announcer.
+#[derive(Debug)]
+pub enum Announcement {
+    /// Announce these transitions of an app.
+    Transitions {
+        /// The app.
+        app_id: String,
+        /// Who caused them.
+        origin: Origin,
+        /// What changed, in order.
+        transitions: Vec<Transition>,
+    },
+    /// Answered once everything sent before it has been announced (graceful shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where a backend sends the transitions it decided on its own.
+pub type AnnounceSender = mpsc::UnboundedSender<Announcement>;
+
+/// A join refused: the presence channel is at its member limit.
+pub type PresenceFull = AddError;
 
 /// Cluster-wide counts of one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,14 +136,25 @@ impl From<LocalStats> for ChannelStats {
     }
 }
 
-/// What crosses nodes.
+/// Frames to a channel's subscribers on every node.
 #[async_trait]
-pub trait Cluster: Send + Sync + 'static {
+pub trait FanOut: Send + Sync + 'static {
+    /// Delivers a serialized frame to every subscriber of the channel on every node, except the
+    /// socket `except`.
+    async fn publish(&self, app_id: &str, channel: &str, frame: Utf8Bytes, except: Option<&str>);
+    /// Delivers a frame to the channel's subscribers on the other nodes only.
+    async fn publish_elsewhere(&self, _app_id: &str, _channel: &str, _frame: Utf8Bytes) {}
+}
+
+/// Connections, subscriptions and presence members: what is counted cluster-wide.
+#[async_trait]
+pub trait ChannelState: Send + Sync + 'static {
     /// Admits a new connection of an app unless the app is at `limit` connections.
-    async fn connect(&self, app_id: &str, limit: Option<u64>) -> Result<bool, ClusterError>;
-    /// Forgets a connection admitted by [`Cluster::connect`].
-    async fn disconnect(&self, app_id: &str) -> Result<(), ClusterError>;
-    /// Subscribes a socket (and presence member) to a channel.
+    async fn connect(&self, app_id: &str, limit: Option<u64>) -> bool;
+    /// Forgets a connection admitted by [`ChannelState::connect`].
+    async fn disconnect(&self, app_id: &str);
+    /// Subscribes a socket (and presence member) to a channel: occupied, member added and the
+    /// subscription count, in that order. Joining twice changes nothing.
     async fn join(
         &self,
         app_id: &str,
@@ -89,58 +162,52 @@ pub trait Cluster: Send + Sync + 'static {
         outbox: Outbox,
         member: Option<Member>,
         max_members: usize,
-    ) -> Result<Joined, JoinError>;
-    /// Unsubscribes a socket from a channel.
-    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Result<Left, ClusterError>;
-    /// Delivers a serialized frame to every subscriber of the channel on every node, except the
-    /// socket `except`.
-    async fn publish(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: Utf8Bytes,
-        except: Option<&str>,
-    ) -> Result<(), ClusterError>;
+    ) -> Result<Vec<Transition>, PresenceFull>;
+    /// Unsubscribes a socket from a channel: vacated, the subscription count and member removed,
+    /// in that order; nothing when the socket was not subscribed.
+    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Vec<Transition>;
     /// Counts of one channel.
-    async fn channel_stats(&self, app_id: &str, channel: &str) -> Result<ChannelStats, ClusterError>;
+    async fn channel_stats(&self, app_id: &str, channel: &str) -> ChannelStats;
     /// Every occupied channel of an app, optionally filtered by prefix.
-    async fn channels(
-        &self,
-        app_id: &str,
-        prefix: Option<&str>,
-    ) -> Result<Vec<(String, ChannelStats)>, ClusterError>;
+    async fn channels(&self, app_id: &str, prefix: Option<&str>) -> Vec<(String, ChannelStats)>;
     /// The members of a presence channel.
-    async fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, ClusterError>;
-    /// Records a socket signed in as a user; true when the user just came online.
-    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Result<bool, ClusterError>;
-    /// Forgets a signed-in socket; true when the user just went offline.
-    async fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> Result<bool, ClusterError>;
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<Member>;
+}
+
+/// Signed-in users, their watchers, and terminating them.
+#[async_trait]
+pub trait Users: Send + Sync + 'static {
+    /// Records a socket signed in as a user: [`Transition::UserOnline`] when it is the user's
+    /// first socket anywhere.
+    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Option<Transition>;
+    /// Forgets a signed-in socket: [`Transition::UserOffline`] when it was the user's last.
+    async fn sign_out(&self, app_id: &str, user_id: &Arc<str>, socket_id: &str) -> Option<Transition>;
     /// Which of `user_ids` are online (signed in on some socket).
-    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Result<Vec<bool>, ClusterError>;
+    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Vec<bool>;
     /// Closes every socket signed in as the user, on every node, with 4009.
-    async fn terminate_user(&self, app_id: &str, user_id: &str) -> Result<(), ClusterError>;
+    async fn terminate_user(&self, app_id: &str, user_id: &str);
     /// Registers a socket as watching `user_ids`.
-    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) -> Result<(), ClusterError>;
+    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox);
     /// Removes a socket from the watchers of `user_ids`.
-    async fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str)
-        -> Result<(), ClusterError>;
+    async fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str);
     /// Delivers a frame to every socket watching `user_id`, on every node.
-    async fn notify_watchers(
-        &self,
-        app_id: &str,
-        user_id: &str,
-        frame: Utf8Bytes,
-    ) -> Result<(), ClusterError>;
+    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes);
+    /// Delivers a frame to the sockets watching `user_id` on the other nodes only.
+    async fn notify_watchers_elsewhere(&self, _app_id: &str, _user_id: &str, _frame: Utf8Bytes) {}
+}
+
+/// The last event of cache channels.
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
     /// Remembers the last event of a cache channel for `ttl`.
-    async fn cache_set(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: Utf8Bytes,
-        ttl: Duration,
-    ) -> Result<(), ClusterError>;
+    async fn cache_set(&self, app_id: &str, channel: &str, frame: Utf8Bytes, ttl: Duration);
     /// The cached event of a cache channel, if any and not expired.
-    async fn cache_get(&self, app_id: &str, channel: &str) -> Result<Option<Utf8Bytes>, ClusterError>;
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Option<Utf8Bytes>;
+}
+
+/// Whether the backend answers for the whole cluster, and its goodbye.
+#[async_trait]
+pub trait Health: Send + Sync + 'static {
     /// Whether the backend can answer for the whole cluster. While it cannot, socket
     /// operations fall back to this node alone, `/readyz` fails and the HTTP API answers 503.
     fn healthy(&self) -> bool {
@@ -148,4 +215,37 @@ pub trait Cluster: Send + Sync + 'static {
     }
     /// Graceful shutdown, after every socket left: release what this node holds at once.
     async fn shutdown(&self) {}
+}
+
+/// A backend with every concern, as the wiring picks it.
+pub trait Backend: FanOut + ChannelState + Users + Cache + Health {}
+
+impl<T: FanOut + ChannelState + Users + Cache + Health> Backend for T {}
+
+/// The chosen backend, seen through each concern.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Frames to subscribers everywhere.
+    pub fanout: Arc<dyn FanOut>,
+    /// Connections, subscriptions, presence.
+    pub channels: Arc<dyn ChannelState>,
+    /// Signed-in users and watchers.
+    pub users: Arc<dyn Users>,
+    /// Cache channels.
+    pub cache: Arc<dyn Cache>,
+    /// Readiness and goodbye.
+    pub health: Arc<dyn Health>,
+}
+
+impl Cluster {
+    /// Every concern served by one backend.
+    pub fn of<B: Backend>(backend: B) -> Cluster {
+        let b = Arc::new(backend);
+        Cluster { fanout: b.clone(), channels: b.clone(), users: b.clone(), cache: b.clone(), health: b }
+    }
+
+    /// The embedded backend over this node's registry.
+    pub fn local(registry: Registry) -> Cluster {
+        Cluster::of(LocalCluster::new(registry))
+    }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::apps::App;
-use crate::cluster::RedisSettings;
 
 mod app;
 mod fields;
@@ -192,6 +191,20 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Token that opens the console for every app (besides each app's own secret).
     pub console_token: Option<String>,
+}
+
+/// How to reach Redis and who this node is (`--cluster redis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` (RESP3 is switched on by the backend).
+    pub url: String,
+    /// This node's name (the pod name in Kubernetes).
+    pub node_id: String,
+    /// How long a lease lives without renewal. 10 s: renewed every 3.3 s, so two missed
+    /// renewals are survived, and a crashed node is cleaned up within about 15 s.
+    pub lease_ttl: Duration,
+    /// Prefix of every key and channel.
+    pub prefix: String,
 }
 
 /// The cluster backend.

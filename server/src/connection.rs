@@ -26,7 +26,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, info_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
-use crate::console::LogEntry;
+use crate::cluster::Origin;
+use crate::console_log::LogEntry;
 use crate::metrics::{AppLabel, CloseLabels};
 use crate::outbox::{Control, Inbox, Outbox};
 use crate::protocol::frames;
@@ -34,8 +35,7 @@ use crate::protocol::{
     parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
 };
 use crate::ratelimit::Window;
-use crate::server::ServerState;
-use crate::subscription_count;
+use crate::state::ServerState;
 use crate::webhooks::WebhookEvent;
 
 /// Initial read buffer of a socket. Client frames are small (a subscribe is under 300 bytes);
@@ -133,14 +133,10 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
         QuotaCode::Quota4004 => CloseReason::OverConnectionQuota,
         QuotaCode::Capacity4100 => CloseReason::OverCapacity,
     };
-    match state.cluster.connect(&app.id, app.limits.max_connections).await {
-        Ok(true) => {}
-        Ok(false) => {
-            state.metrics.limit_hit(&app.id, "max_connections");
-            close(&mut socket, quota_reason, quota_reason.message()).await;
-            return;
-        }
-        Err(e) => match e {},
+    if !state.cluster.channels.connect(&app.id, app.limits.max_connections).await {
+        state.metrics.limit_hit(&app.id, "max_connections");
+        close(&mut socket, quota_reason, quota_reason.message()).await;
+        return;
     }
     let socket_id = new_socket_id();
     let span = info_span!("socket", app_id = %app.id, socket_id = %socket_id);
@@ -165,9 +161,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
         state.console.emit(|| LogEntry::new(&app.id, "connected").socket(&conn.socket_id));
         let reason = conn.run(&mut socket, rx, &control).await;
         conn.leave_all().await;
-        if let Err(e) = state.cluster.disconnect(&app.id).await {
-            match e {}
-        }
+        state.cluster.channels.disconnect(&app.id).await;
         let reason_label = reason.as_ref().map_or("client", Ending::label);
         state
             .metrics
@@ -516,11 +510,7 @@ impl Connection {
                 user_id: user_id.as_deref().map(str::to_owned),
             },
         );
-        if let Err(e) =
-            self.state.cluster.publish(&self.app.id, channel, frame.into(), Some(&self.socket_id)).await
-        {
-            match e {}
-        }
+        self.state.cluster.fanout.publish(&self.app.id, channel, frame.into(), Some(&self.socket_id)).await;
         Ok(())
     }
 
@@ -536,26 +526,14 @@ impl Connection {
     }
 
     async fn leave(&self, channel: &str) {
-        let left = match self.state.cluster.leave(&self.app.id, channel, &self.socket_id).await {
-            Ok(left) => left,
-            Err(e) => match e {},
-        };
-        if left.vacated {
-            let event = WebhookEvent::ChannelVacated { channel: channel.to_owned() };
-            self.state.webhooks.emit(&self.app, event);
-        }
-        if left.was_subscribed && self.app.subscription_count && !channel.starts_with("presence-") {
-            subscription_count::report(&self.state, &self.app, channel, left.subscription_count).await;
-        }
-        if let Some(user_id) = left.member_removed {
-            let event =
-                WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id: user_id.to_string() };
-            self.state.webhooks.emit(&self.app, event);
-            let frame = frames::member_removed(channel, &user_id);
-            if let Err(e) = self.state.cluster.publish(&self.app.id, channel, frame.into(), None).await {
-                match e {}
-            }
-        }
+        let transitions = self.state.cluster.channels.leave(&self.app.id, channel, &self.socket_id).await;
+        self.announce(transitions).await;
+    }
+
+    /// Announces what this socket's action changed.
+    async fn announce(&self, transitions: Vec<crate::cluster::Transition>) {
+        let origin = Origin::Socket(self.socket_id.clone());
+        self.state.announcer.announce(&self.app, &origin, transitions).await;
     }
 
     async fn leave_all(&mut self) {

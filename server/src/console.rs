@@ -1,8 +1,8 @@
 //! The debug console: a page built into the binary (`GET /console`) that shows one app's live
 //! connections, channels and presence members, streams what happens (connects, disconnects,
-//! subscriptions, client events, server events, webhook deliveries) over server-sent events,
-//! and triggers events through the same validation, rate limits and publish path as
-//! `POST /apps/{id}/events`.
+//! subscriptions, client events, server events, webhook deliveries: [`crate::console_log`]) over
+//! server-sent events, and triggers events through the same validation, rate limits and publish
+//! path as `POST /apps/{id}/events` ([`crate::publish`]).
 //!
 //! On in the embedded default, off otherwise unless `--console`. Every data endpoint needs
 //! `Authorization: Bearer <token>` where the token is the app's secret or `--console-token`.
@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -28,108 +28,10 @@ use crate::apps::App;
 use crate::http_api::ApiError;
 use crate::metrics::AppLabel;
 use crate::protocol::{parse_channel, ChannelKind};
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// The page, with its script and styles inline: nothing is fetched from elsewhere.
 const PAGE: &str = include_str!("console/console.html");
-
-/// Log lines kept for slow readers before they miss some (and are told so).
-const BACKLOG: usize = 1024;
-
-/// One thing that happened, as the console shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogEntry {
-    /// Milliseconds since the Unix epoch.
-    pub at: u64,
-    /// App the entry belongs to (not sent to the page: the stream is per app).
-    #[serde(skip)]
-    pub app_id: String,
-    /// `connected`, `disconnected`, `subscribed`, `unsubscribed`, `client_event`,
-    /// `server_event`, `webhook`.
-    pub kind: &'static str,
-    /// Channel, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// Event name, for events.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// Socket, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_id: Option<String>,
-    /// Free text: a close reason, a webhook's URL and status, an event's data (shortened).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-impl LogEntry {
-    /// An entry of `kind` for `app_id`, stamped now.
-    pub fn new(app_id: &str, kind: &'static str) -> Self {
-        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        LogEntry {
-            at,
-            app_id: app_id.to_owned(),
-            kind,
-            channel: None,
-            event: None,
-            socket_id: None,
-            detail: None,
-        }
-    }
-
-    /// With a channel.
-    pub fn channel(mut self, channel: &str) -> Self {
-        self.channel = Some(channel.to_owned());
-        self
-    }
-
-    /// With an event name.
-    pub fn event(mut self, event: &str) -> Self {
-        self.event = Some(event.to_owned());
-        self
-    }
-
-    /// With a socket id.
-    pub fn socket(mut self, socket_id: &str) -> Self {
-        self.socket_id = Some(socket_id.to_owned());
-        self
-    }
-
-    /// With detail text, cut to 300 characters.
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        let mut detail: String = detail.into();
-        if let Some((cut, _)) = detail.char_indices().nth(300) {
-            detail.truncate(cut);
-            detail.push('…');
-        }
-        self.detail = Some(detail);
-        self
-    }
-}
-
-/// Where log entries go. Emitting costs one atomic load when no console is open.
-#[derive(Clone, Debug)]
-pub struct ConsoleLog {
-    tx: broadcast::Sender<Arc<LogEntry>>,
-}
-
-impl Default for ConsoleLog {
-    fn default() -> Self {
-        ConsoleLog { tx: broadcast::Sender::new(BACKLOG) }
-    }
-}
-
-impl ConsoleLog {
-    /// Records what `entry` builds, only if someone is watching.
-    pub fn emit(&self, entry: impl FnOnce() -> LogEntry) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(entry()));
-        }
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
-        self.tx.subscribe()
-    }
-}
 
 /// The console's routes (only mounted when the console is on).
 pub fn router() -> Router<ServerState> {
@@ -211,10 +113,10 @@ async fn app_state(
     let app = authorize(&state, &app_id, &headers)?;
     let connections = state.metrics.connected.get_or_create(&AppLabel::new(&app.id)).get();
     let mut channels = Vec::new();
-    for (name, stats) in state.cluster.channels(&app.id, None).await.map_err(ApiError::from)? {
+    for (name, stats) in state.cluster.channels.channels(&app.id, None).await {
         let presence = parse_channel(&name, usize::MAX).is_ok_and(|c| c.kind == ChannelKind::Presence);
         let members = if presence {
-            let members = state.cluster.members(&app.id, &name).await.map_err(ApiError::from)?;
+            let members = state.cluster.channels.members(&app.id, &name).await;
             Some(
                 members
                     .iter()
@@ -280,6 +182,6 @@ async fn trigger(
 ) -> Result<Json<Value>, ConsoleError> {
     let app = authorize(&state, &app_id, &headers)?;
     let body = json!({ "name": form.event, "channel": form.channel, "data": form.data });
-    crate::http_api::events::trigger_value(&state, &app, body).await?;
+    state.publisher.trigger_value(&app, body).await.map_err(ApiError::from)?;
     Ok(Json(json!({})))
 }

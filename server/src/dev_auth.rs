@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::apps::App;
 use crate::protocol::{is_socket_id, parse_channel, ChannelKind};
-use crate::server::ServerState;
 use crate::signing;
+use crate::state::ServerState;
 
 /// The encryption master key the dev endpoint derives `private-encrypted-` secrets from. A
 /// backend that publishes to encrypted channels in development uses the same key (base64

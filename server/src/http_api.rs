@@ -14,13 +14,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use crate::publish::check_trigger_body;
 pub use error::ApiError;
-pub use events::check_trigger_body;
 
 use crate::apps::App;
 use crate::metrics::HttpLabels;
 use crate::ratelimit::AppLimit;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// The API routes, behind the signature layer.
 pub fn router(state: ServerState) -> Router<ServerState> {
@@ -46,7 +46,7 @@ async fn count_calls(State(state): State<ServerState>, req: Request, next: Next)
 }
 
 /// Counts `n` against an app's rate limit; refuses with 429 (and a metric) when over it.
-pub(crate) fn check_rate(
+fn check_rate(
     state: &ServerState,
     app: &App,
     limit: AppLimit,

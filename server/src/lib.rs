@@ -2,42 +2,55 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! | --- | --- |
-//! | [`config`] | flags > `HERALD_*` env > TOML file, validated once; every error reported |
-//! | [`protocol`] | wire types, close codes, channel-name rules; [`protocol::frames`] builds server frames |
-//! | [`signing`] | HMAC-SHA256 for channel auth, user auth, API requests, webhooks; constant-time compare |
-//! | [`apps`] | [`apps::App`] (credentials, switches, limits) and the [`apps::AppStore`] trait |
-//! | [`outbox`] | a socket's bounded outbound queue and close signal |
-//! | [`channels`] | this node's registry: local subscribers and presence members per channel |
-//! | [`cluster`] | the [`cluster::Cluster`] trait (what crosses nodes) and [`cluster::LocalCluster`] |
-//! | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
-//! | [`http_api`] | the signed Pusher HTTP API |
-//! | [`dev_auth`] | the development auth endpoint (`--dev-auth`) |
-//! | [`console`] | the debug console: page, live state, event log stream, trigger form |
-//! | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
-//! | [`subscription_count`] | throttled `pusher_internal:subscription_count` |
-//! | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
-//! | [`listener`] | per-IP connection limit and request-head deadline below HTTP |
-//! | [`metrics`] | Prometheus metrics and the operations port (`/metrics`, `/healthz`, `/readyz`) |
-//! | [`server`] | wiring of the above, listeners and graceful shutdown |
+//! Modules stand in layers; each imports only from the layers below it (no import cycle).
+//!
+//! | layer | module | owns |
+//! | --- | --- | --- |
+//! | wiring | [`server`] | builds the state and the rules, serves both listeners, graceful shutdown |
+//! | edges | [`connection`] | one task per socket: read loop, writer, heartbeat, rate limits, subscriptions |
+//! | | [`http_api`] | the signed Pusher HTTP API |
+//! | | [`console`] | the debug console: page, live state, log stream, trigger form |
+//! | | [`dev_auth`] | the development auth endpoint (`--dev-auth`) |
+//! | | [`ops`] | the operations port: `/metrics`, `/healthz`, `/readyz` |
+//! | | [`http_server`] | the public port's HTTP/1 serve loop (upgrades, per-request head deadline) |
+//! | | [`listener`] | per-IP connection limit and request-head deadline below HTTP |
+//! | handle | [`state`] | [`state::ServerState`]: what the edges share (settings, state, rules) |
+//! | rules | [`announce`] | a [`cluster::Transition`] → frame, webhook, subscription count; the only place |
+//! | | [`publish`] | the one publish path of server events (HTTP API and console), no HTTP types |
+//! | state | [`cluster`] | small traits by concern ([`cluster::FanOut`], [`cluster::ChannelState`], [`cluster::Users`], [`cluster::Cache`], [`cluster::Health`]); [`cluster::LocalCluster`] and [`cluster::RedisCluster`] |
+//! | | [`channels`] | this node's registry: local subscribers and presence members per channel |
+//! | | [`apps`] | [`apps::App`] and the [`apps::AppStore`] trait: [`apps::StaticApps`], [`apps::kubernetes::KubeApps`] |
+//! | | [`webhooks`] | webhook events: debounce, batching, signed delivery with retries, bounded queue |
+//! | | [`subscription_count`] | when a subscription count is sent (throttle for large channels) |
+//! | leaves | [`config`] | flags > `HERALD_*` env > TOML file, validated once; every error reported |
+//! | | [`protocol`] | wire types, close codes, channel-name rules; [`protocol::frames`] builds server frames |
+//! | | [`signing`] | HMAC-SHA256 for channel auth, user auth, API requests, webhooks; constant-time compare |
+//! | | [`ratelimit`] | one-second windows for per-connection and per-app rate limits |
+//! | | [`outbox`] | a socket's bounded outbound queue and close signal |
+//! | | [`metrics`] | the Prometheus registry (`herald_*`) |
+//! | | [`console_log`] | the console's event log, written by any layer |
 
+pub mod announce;
 pub mod apps;
 pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod console_log;
 pub mod dev_auth;
 pub mod http_api;
 pub mod http_server;
 pub mod listener;
 pub mod metrics;
+pub mod ops;
 pub mod outbox;
 pub mod protocol;
+pub mod publish;
 pub mod ratelimit;
 pub mod server;
 pub mod signing;
+pub mod state;
 pub mod subscription_count;
 pub mod webhooks;
 

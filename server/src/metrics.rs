@@ -1,22 +1,14 @@
-//! Prometheus metrics (`herald_*`) and the operations port: `/metrics`, `/healthz`, `/readyz`.
-//! Kept off the public port so they are never exposed with the public Service by accident.
+//! The Prometheus metrics registry (`herald_*`): every metric the server exports, with its
+//! labels. A leaf: [`crate::ops`] serves it on the operations port.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
-
-use crate::cluster::Cluster;
 
 /// Labels of per-app metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,39 +192,5 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-#[derive(Clone)]
-struct OpsState {
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    cluster: Arc<dyn Cluster>,
-}
-
-/// The operations router: metrics, liveness and readiness (not ready while draining or while
-/// the cluster backend is unavailable).
-pub fn ops_router(metrics: Arc<Metrics>, shutdown: CancellationToken, cluster: Arc<dyn Cluster>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready_handler))
-        .with_state(OpsState { metrics, shutdown, cluster })
-}
-
-async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.encode(),
-    )
-}
-
-async fn ready_handler(State(s): State<OpsState>) -> impl IntoResponse {
-    if s.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if !s.cluster.healthy() {
-        (StatusCode::SERVICE_UNAVAILABLE, "cluster backend unavailable: serving local sockets only\n")
-    } else {
-        (StatusCode::OK, "ready\n")
     }
 }

@@ -1,66 +1,35 @@
-//! Wiring: the shared state every handler gets, the two listeners (public WebSocket + HTTP API,
-//! and operations), and graceful shutdown — stop accepting, close every socket with 4200 so
-//! clients reconnect elsewhere, finish in-flight HTTP requests, then return.
+//! Wiring: builds the state (apps, cluster backend, webhooks) and the rules over it (announcer,
+//! publisher) into the handle the edges share, serves the two listeners (public WebSocket +
+//! HTTP API, and operations), and shuts down gracefully — stop accepting, close every socket
+//! with 4200 so clients reconnect elsewhere, finish in-flight HTTP requests, announce the
+//! node's goodbye, send the webhooks it caused, then return.
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::announce::Announcer;
 use crate::apps::kubernetes::KubeApps;
 use crate::apps::{AppStore, StaticApps};
 use crate::channels::Registry;
-use crate::cluster::{Cluster, LocalCluster, RedisCluster};
-use crate::config::{ClusterMode, Config, Settings};
+use crate::cluster::{AnnounceSender, Announcement, Cluster, LocalCluster, RedisCluster};
+use crate::config::{ClusterMode, Config};
 use crate::connection;
-use crate::console::ConsoleLog;
+use crate::console_log::ConsoleLog;
 use crate::http_api::{self, ApiError};
 use crate::listener::{GuardedListener, Guards};
-use crate::metrics::{ops_router, Metrics};
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
 use crate::ratelimit::AppRates;
-use crate::subscription_count::SubscriptionCounts;
+use crate::state::{ServerState, Shared};
 use crate::webhooks::{WebhookPipeline, WebhookSettings, Webhooks};
-
-/// What every handler and connection task shares.
-pub struct Shared {
-    /// Server-wide settings.
-    pub settings: Settings,
-    /// Where apps come from.
-    pub apps: Arc<dyn AppStore>,
-    /// What crosses nodes.
-    pub cluster: Arc<dyn Cluster>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for their close frames.
-    pub connections: TaskTracker,
-    /// Where webhook events go.
-    pub webhooks: Webhooks,
-    /// Throttle state of subscription counts.
-    pub counts: SubscriptionCounts,
-    /// Per-app rate windows of the HTTP API.
-    pub rates: AppRates,
-    /// What the debug console streams.
-    pub console: ConsoleLog,
-}
-
-/// Cheap-clone handle to [`Shared`].
-#[derive(Clone)]
-pub struct ServerState(Arc<Shared>);
-
-impl Deref for ServerState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -68,6 +37,8 @@ pub struct Server {
     listener: TcpListener,
     ops_listener: TcpListener,
     webhooks: WebhookPipeline,
+    /// The announcer's queue of backend transitions, kept to flush it at shutdown.
+    announcements: AnnounceSender,
 }
 
 impl Server {
@@ -103,35 +74,39 @@ impl Server {
                     .map_err(|e| io::Error::other(format!("--apps kubernetes: {e}")))?
             }
         };
-        let cluster: Arc<dyn Cluster> = match &s.cluster {
-            ClusterMode::Local => Arc::new(LocalCluster::new(registry)),
-            ClusterMode::Redis(redis) => Arc::new(
-                RedisCluster::connect(
-                    redis.clone(),
-                    registry,
-                    apps.clone(),
-                    webhooks.clone(),
-                    metrics.clone(),
-                )
-                .await
-                .map_err(|e| {
-                    io::Error::other(format!("cannot join the Redis cluster at {}: {e}", redis.url))
-                })?,
+        let (announcements, backend_transitions) = mpsc::unbounded_channel();
+        let cluster = match &s.cluster {
+            ClusterMode::Local => {
+                let local = LocalCluster::new(registry);
+                local.start_cache_sweeper();
+                Cluster::of(local)
+            }
+            ClusterMode::Redis(redis) => Cluster::of(
+                RedisCluster::connect(redis.clone(), registry, announcements.clone(), metrics.clone())
+                    .await
+                    .map_err(|e| {
+                        io::Error::other(format!("cannot join the Redis cluster at {}: {e}", redis.url))
+                    })?,
             ),
         };
+        let announcer = Announcer::new(&cluster, webhooks.clone(), apps.clone());
+        tokio::spawn(announcer.clone().run_backend(backend_transitions));
+        let rates = Arc::new(AppRates::default());
+        let publisher = Publisher::new(&cluster, rates.clone(), metrics.clone(), console.clone());
         let state = ServerState(Arc::new(Shared {
             settings: config.settings.clone(),
             apps,
             cluster,
+            announcer,
+            publisher,
             metrics,
             shutdown,
             connections: TaskTracker::new(),
             webhooks,
-            counts: SubscriptionCounts::default(),
-            rates: AppRates::default(),
+            rates,
             console,
         }));
-        Ok(Server { state, listener, ops_listener, webhooks: pipeline })
+        Ok(Server { state, listener, ops_listener, webhooks: pipeline, announcements })
     }
 
     /// Address of the WebSocket + HTTP API listener.
@@ -152,7 +127,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then drains: sockets close with 4200,
     /// in-flight HTTP requests finish, then the webhooks those closes caused are sent.
     pub async fn run(self) -> io::Result<()> {
-        let Server { state, listener, ops_listener, webhooks } = self;
+        let Server { state, listener, ops_listener, webhooks, announcements } = self;
         let token = state.shutdown.clone();
         let app = Router::new()
             .route("/app/{key}", get(connection::upgrade))
@@ -161,7 +136,7 @@ impl Server {
             .merge(if state.settings.console { crate::console::router() } else { Router::new() })
             .fallback(|| async { ApiError::NotFound })
             .with_state(state.clone());
-        let ops = ops_router(state.metrics.clone(), token.clone(), state.cluster.clone());
+        let ops = crate::ops::router(state.metrics.clone(), token.clone(), state.cluster.health.clone());
         let ops_shutdown = token.clone().cancelled_owned();
         let ops_task =
             tokio::spawn(
@@ -179,7 +154,12 @@ impl Server {
             let remaining = state.connections.len();
             tracing::warn!(remaining, "sockets still open after the shutdown grace period");
         }
-        state.cluster.shutdown().await;
+        state.cluster.health.shutdown().await;
+        // The goodbye's own transitions are announced before the webhooks are flushed.
+        let (flushed, done) = oneshot::channel();
+        if announcements.send(Announcement::Flush(flushed)).is_ok() {
+            let _ = tokio::time::timeout(grace, done).await;
+        }
         webhooks.shutdown(grace).await;
         ops_task.await.map_err(io::Error::other)??;
         Ok(())

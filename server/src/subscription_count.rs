@@ -1,18 +1,13 @@
-//! `pusher_internal:subscription_count` (and its webhook) for apps that enable it: sent on
-//! every subscribe and unsubscribe of a non-presence channel, but for channels of more than
+//! When to send `pusher_internal:subscription_count` (and its webhook) for apps that enable it:
+//! on every subscribe and unsubscribe of a non-presence channel, but for channels of more than
 //! [`THROTTLE_ABOVE`] subscribers at most once per [`THROTTLE`], with a trailing update so the
-//! last count is never lost.
+//! last count is never lost. The decision only; `crate::announce` sends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
-
-use crate::apps::App;
-use crate::protocol::frames;
-use crate::server::ServerState;
-use crate::webhooks::WebhookEvent;
 
 /// Channels larger than this are throttled.
 pub const THROTTLE_ABOVE: u64 = 100;
@@ -33,14 +28,18 @@ pub struct SubscriptionCounts {
 
 /// What to do about a count change.
 #[derive(Debug, PartialEq, Eq)]
-enum Decision {
+pub enum Decision {
+    /// Send it now.
     Now,
+    /// Send the count as it is then, at this instant.
     Later(Instant),
+    /// A trailing update is already scheduled.
     AlreadyScheduled,
 }
 
 impl SubscriptionCounts {
-    fn decide(&self, app_id: &str, channel: &str, count: u64, now: Instant) -> Decision {
+    /// Records a count change of a channel and says when to send it.
+    pub fn decide(&self, app_id: &str, channel: &str, count: u64, now: Instant) -> Decision {
         let key = (app_id.to_owned(), channel.to_owned());
         if count == 0 {
             self.sent.remove(&key);
@@ -59,42 +58,13 @@ impl SubscriptionCounts {
         Decision::Later(entry.at + THROTTLE)
     }
 
-    fn trailing_sent(&self, app_id: &str, channel: &str) {
+    /// Records that the trailing update went out.
+    pub fn trailing_sent(&self, app_id: &str, channel: &str) {
         if let Some(mut e) = self.sent.get_mut(&(app_id.to_owned(), channel.to_owned())) {
             e.at = Instant::now();
             e.trailing_scheduled = false;
         }
     }
-}
-
-/// Reports a new count of `channel` to its subscribers and webhooks, throttled.
-pub async fn report(state: &ServerState, app: &Arc<App>, channel: &str, count: u64) {
-    match state.counts.decide(&app.id, channel, count, Instant::now()) {
-        Decision::Now => send(state, app, channel, count).await,
-        Decision::AlreadyScheduled => {}
-        Decision::Later(at) => {
-            let (state, app, channel) = (state.clone(), app.clone(), channel.to_owned());
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                state.counts.trailing_sent(&app.id, &channel);
-                match state.cluster.channel_stats(&app.id, &channel).await {
-                    Ok(stats) => send(&state, &app, &channel, stats.subscription_count).await,
-                    Err(e) => match e {},
-                }
-            });
-        }
-    }
-}
-
-async fn send(state: &ServerState, app: &Arc<App>, channel: &str, count: u64) {
-    if count > 0 {
-        let frame = frames::subscription_count(channel, count);
-        if let Err(e) = state.cluster.publish(&app.id, channel, frame.into(), None).await {
-            match e {}
-        }
-    }
-    let event = WebhookEvent::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };
-    state.webhooks.emit(app, event);
 }
 
 #[cfg(test)]

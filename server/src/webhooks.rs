@@ -123,7 +123,7 @@ struct Queued {
 #[derive(Clone, Debug)]
 struct WebhookMetrics {
     /// Deliveries are shown in the debug console.
-    console: crate::console::ConsoleLog,
+    console: crate::console_log::ConsoleLog,
     queued: Family<AppLabel, Counter>,
     sent: Family<AppLabel, Counter>,
     failed: Family<AppLabel, Counter>,
@@ -195,7 +195,7 @@ impl Webhooks {
     pub fn start(
         settings: WebhookSettings,
         metrics: &Metrics,
-        console: crate::console::ConsoleLog,
+        console: crate::console_log::ConsoleLog,
     ) -> (Webhooks, WebhookPipeline) {
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let m = WebhookMetrics {
@@ -227,6 +227,35 @@ impl Webhooks {
             tracing::warn!(app_id = %app.id, ?kind, reason, "webhook event dropped");
             self.metrics.drop(&app.id, reason);
         }
+    }
+}
+
+#[cfg(test)]
+impl Webhooks {
+    /// A handle whose events land in the returned receiver instead of a worker, so tests can
+    /// see exactly what was emitted.
+    pub(crate) fn recording(metrics: &Metrics) -> (Webhooks, Recorded) {
+        let (tx, rx) = mpsc::channel(1024);
+        let m = WebhookMetrics {
+            console: crate::console_log::ConsoleLog::default(),
+            queued: metrics.webhooks_queued.clone(),
+            sent: metrics.webhooks_sent.clone(),
+            failed: metrics.webhooks_failed.clone(),
+            dropped: metrics.webhooks_dropped.clone(),
+        };
+        (Webhooks { tx, metrics: m }, Recorded(rx))
+    }
+}
+
+/// What a [`Webhooks::recording`] handle was given.
+#[cfg(test)]
+pub(crate) struct Recorded(mpsc::Receiver<Queued>);
+
+#[cfg(test)]
+impl Recorded {
+    /// Every event emitted so far, with its app id.
+    pub(crate) fn drain(&mut self) -> Vec<(String, WebhookEvent)> {
+        std::iter::from_fn(|| self.0.try_recv().ok()).map(|q| (q.app.id.clone(), q.event)).collect()
     }
 }
 

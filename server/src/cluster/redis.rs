@@ -1,12 +1,14 @@
-//! Many nodes through one Redis. Counts live in Redis per *member* (one incarnation of a node),
-//! so occupied / vacated and member added / removed are decided once, atomically, by Lua
-//! scripts ([`keys::Scripts`]). Frames travel over pub/sub channels a node subscribes to only
-//! while it has a local subscriber. Each member holds a lease; a live node claims a dead
-//! member's cleanup once its lease expired ([`lease`]).
+//! Many nodes through one Redis. Counts live in Redis per *incarnation* (one run of a node,
+//! `{node_id}:{random}`), so occupied / vacated and member added / removed are decided once,
+//! atomically, by Lua scripts ([`keys::Scripts`]) whose results become [`Transition`]s.
+//! Frames travel over pub/sub channels a node subscribes to only while it has a local
+//! subscriber. Each incarnation holds a lease; a live node claims a dead incarnation's cleanup
+//! once its lease expired ([`lease`]) and sends the transitions that causes to the announcer.
 //!
-//! Redis trouble never takes sockets down: socket operations fall back to this node's registry,
-//! the node reports unhealthy (not ready, HTTP API 503), and when Redis answers again the node
-//! starts a new incarnation, republishes what it holds and removes its old incarnation.
+//! Redis trouble never takes sockets down: the node's [`Link`] goes down, socket operations fall
+//! back to this node's registry, the node reports unhealthy (not ready, HTTP API 503), and when
+//! Redis answers again the node starts a new incarnation, republishes what it holds and removes
+//! its old incarnation.
 
 mod bus;
 mod keys;
@@ -14,7 +16,6 @@ mod lease;
 mod live;
 mod membership;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,28 +27,15 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use self::keys::{Entry, Keys, Scripts};
-use self::live::Live;
-use super::{ChannelStats, Cluster, ClusterError, JoinError, Joined, Left};
-use crate::apps::AppStore;
+use self::live::{Link, LinkState, Live};
+use super::{
+    AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, Health, Origin, PresenceFull,
+    RedisSettings, Transition, Users,
+};
 use crate::channels::{Member, Registry};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::CloseReason;
-use crate::webhooks::Webhooks;
-
-/// How to reach Redis and who this node is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://host:port/db` (RESP3 is switched on here).
-    pub url: String,
-    /// This node's name (the pod name in Kubernetes).
-    pub node_id: String,
-    /// How long a lease lives without renewal. 10 s: renewed every 3.3 s, so two missed
-    /// renewals are survived, and a crashed node is cleaned up within about 15 s.
-    pub lease_ttl: Duration,
-    /// Prefix of every key and channel.
-    pub prefix: String,
-}
 
 /// Cheap-clone handle to the Redis backend.
 #[derive(Clone)]
@@ -63,16 +51,16 @@ struct Inner {
     conn: ConnectionManager,
     subscriber: ConnectionManager,
     /// The current incarnation, `{node_id}:{random}`.
-    member: RwLock<Arc<str>>,
-    healthy: AtomicBool,
-    needs_resync: AtomicBool,
+    incarnation: RwLock<Arc<str>>,
+    /// Whether Redis answers for this node: up, rejoining, or down.
+    link: Link,
     /// Count-changing socket operations hold it shared; a resync holds it exclusively while it
     /// republishes, so no join or leave is counted twice or lost in between.
     gate: tokio::sync::RwLock<()>,
     /// The dataset epoch this node last saw (see [`Keys::epoch`]).
     epoch: RwLock<String>,
-    apps: Arc<dyn AppStore>,
-    webhooks: Webhooks,
+    /// Where the transitions of clean-ups and resyncs go.
+    announce: AnnounceSender,
     metrics: Arc<Metrics>,
     /// Cancelled on graceful shutdown: the lease and bus tasks end.
     stopped: CancellationToken,
@@ -81,7 +69,7 @@ struct Inner {
 /// The longest a Redis call may take before the node treats Redis as unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn new_member(node_id: &str) -> Arc<str> {
+fn new_incarnation(node_id: &str) -> Arc<str> {
     format!("{node_id}:{:016x}", rand::random::<u64>()).into()
 }
 
@@ -101,8 +89,7 @@ impl RedisCluster {
     pub async fn connect(
         settings: RedisSettings,
         registry: Registry,
-        apps: Arc<dyn AppStore>,
-        webhooks: Webhooks,
+        announce: AnnounceSender,
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<RedisCluster> {
         let client = redis::Client::open(resp3(&settings.url))?;
@@ -119,7 +106,7 @@ impl RedisCluster {
         let config = bounded().set_push_sender(tx).set_automatic_resubscription();
         let subscriber = client.get_connection_manager_with_config(config).await?;
         let keys = Keys::new(&settings.prefix);
-        let member = new_member(&settings.node_id);
+        let incarnation = new_incarnation(&settings.node_id);
         let cluster = RedisCluster {
             inner: Arc::new(Inner {
                 keys,
@@ -127,13 +114,11 @@ impl RedisCluster {
                 registry,
                 conn,
                 subscriber,
-                member: RwLock::new(member),
-                healthy: AtomicBool::new(true),
+                incarnation: RwLock::new(incarnation),
+                link: Link::default(),
                 epoch: RwLock::new(String::new()),
                 gate: tokio::sync::RwLock::new(()),
-                needs_resync: AtomicBool::new(false),
-                apps,
-                webhooks,
+                announce,
                 metrics,
                 settings,
                 stopped: CancellationToken::new(),
@@ -146,12 +131,12 @@ impl RedisCluster {
         cluster.inner.subscriber.clone().subscribe(&control).await?;
         tokio::spawn(bus::run(cluster.clone(), rx));
         tokio::spawn(lease::run(cluster.clone()));
-        tracing::info!(member = %cluster.member(), "joined the Redis cluster");
+        tracing::info!(incarnation = %cluster.incarnation(), "joined the Redis cluster");
         Ok(cluster)
     }
 
-    fn member(&self) -> Arc<str> {
-        self.inner.member.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    fn incarnation(&self) -> Arc<str> {
+        self.inner.incarnation.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The connection of the lease task: always tries Redis.
@@ -159,20 +144,20 @@ impl RedisCluster {
         self.inner.conn.clone()
     }
 
-    /// The connection of socket and API operations: fails at once while degraded, so no socket
-    /// ever waits on an unreachable Redis.
+    /// The connection of socket and API operations: fails at once while the link is down, so
+    /// no socket ever waits on an unreachable Redis.
     fn live(&self) -> Live {
         Live { conn: self.inner.conn.clone(), offline: self.offline() }
     }
 
-    /// While degraded, socket operations skip Redis entirely and use this node's registry;
-    /// the lease task probes Redis and resyncs.
+    /// While the link is down, socket operations skip Redis entirely and use this node's
+    /// registry; the lease task probes Redis and resyncs.
     fn offline(&self) -> bool {
-        self.inner.needs_resync.load(Ordering::Acquire)
+        self.inner.link.get() == LinkState::Down
     }
 
-    /// Records a Redis failure: this node now answers for itself only until the lease task
-    /// resyncs. Counted once per episode.
+    /// Records a Redis failure: the link goes down and this node answers for itself only until
+    /// the lease task resyncs. Counted once per outage.
     fn degrade(&self, what: &str, error: &redis::RedisError) {
         let unreachable = error.is_io_error()
             || error.is_timeout()
@@ -184,10 +169,20 @@ impl RedisCluster {
             tracing::error!(%error, what, "unexpected Redis reply");
             return;
         }
-        self.inner.healthy.store(false, Ordering::Release);
-        if !self.inner.needs_resync.swap(true, Ordering::AcqRel) {
+        if self.inner.link.set(LinkState::Down) != LinkState::Down {
             self.inner.metrics.redis_errors.inc();
             tracing::warn!(%error, what, "Redis unavailable: serving local sockets only, not ready");
+        }
+    }
+
+    /// Hands transitions this backend decided on its own to the announcer.
+    fn announce(&self, app_id: &str, origin: Origin, transitions: Vec<Transition>) {
+        if transitions.is_empty() {
+            return;
+        }
+        let announcement = Announcement::Transitions { app_id: app_id.to_owned(), origin, transitions };
+        if self.inner.announce.send(announcement).is_err() {
+            tracing::debug!(app_id, "announcer gone: transitions not announced");
         }
     }
 
@@ -213,7 +208,7 @@ impl RedisCluster {
 
     /// Sends a frame to the other nodes' subscribers of a channel.
     async fn broadcast_remote(&self, app_id: &str, channel: &str, frame: &str, except: Option<&str>) {
-        let payload = bus::encode(&self.member(), except, frame);
+        let payload = bus::encode(&self.incarnation(), except, frame);
         let result: redis::RedisResult<i64> =
             self.live().publish(self.inner.keys.bus(app_id, channel), payload).await;
         if let Err(e) = result {
@@ -236,11 +231,23 @@ fn member_from(user_id: String, info: String) -> Member {
 }
 
 #[async_trait]
-impl Cluster for RedisCluster {
-    async fn connect(&self, app_id: &str, limit: Option<u64>) -> Result<bool, ClusterError> {
+impl FanOut for RedisCluster {
+    async fn publish(&self, app_id: &str, channel: &str, frame: Utf8Bytes, except: Option<&str>) {
+        self.inner.registry.broadcast(app_id, channel, &frame, except);
+        self.broadcast_remote(app_id, channel, frame.as_str(), except).await;
+    }
+
+    async fn publish_elsewhere(&self, app_id: &str, channel: &str, frame: Utf8Bytes) {
+        self.broadcast_remote(app_id, channel, frame.as_str(), None).await;
+    }
+}
+
+#[async_trait]
+impl ChannelState for RedisCluster {
+    async fn connect(&self, app_id: &str, limit: Option<u64>) -> bool {
         let _gate = self.inner.gate.read().await;
         let k = &self.inner.keys;
-        let me = self.member();
+        let me = self.incarnation();
         let result: redis::RedisResult<i64> = self
             .inner
             .scripts
@@ -255,16 +262,16 @@ impl Cluster for RedisCluster {
             .invoke_async(&mut self.live())
             .await;
         match result {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(self.inner.registry.connection_opened(app_id, None)),
+            Ok(0) => false,
+            Ok(_) => self.inner.registry.connection_opened(app_id, None),
             Err(e) => {
                 self.degrade("connect", &e);
-                Ok(self.inner.registry.connection_opened(app_id, limit))
+                self.inner.registry.connection_opened(app_id, limit)
             }
         }
     }
 
-    async fn disconnect(&self, app_id: &str) -> Result<(), ClusterError> {
+    async fn disconnect(&self, app_id: &str) {
         let _gate = self.inner.gate.read().await;
         self.inner.registry.connection_closed(app_id);
         let result: redis::RedisResult<i64> = self
@@ -272,13 +279,12 @@ impl Cluster for RedisCluster {
             .scripts
             .disconnect
             .key(self.inner.keys.conns(app_id))
-            .arg(&*self.member())
+            .arg(&*self.incarnation())
             .invoke_async(&mut self.live())
             .await;
         if let Err(e) = result {
             self.degrade("disconnect", &e);
         }
-        Ok(())
     }
 
     async fn join(
@@ -288,75 +294,46 @@ impl Cluster for RedisCluster {
         outbox: Outbox,
         member: Option<Member>,
         max_members: usize,
-    ) -> Result<Joined, JoinError> {
+    ) -> Result<Vec<Transition>, PresenceFull> {
         let _gate = self.inner.gate.read().await;
         let remote = self.try_join(app_id, channel, member.as_ref(), max_members).await;
         let local_max = if matches!(remote, Ok(Ok(_))) { usize::MAX } else { max_members };
         let added = match &remote {
-            Ok(Err(full)) => return Err(JoinError::Refused(full.clone())),
-            _ => self.inner.registry.add(app_id, channel, outbox, member, local_max)?,
+            Ok(Err(full)) => return Err(full.clone()),
+            _ => self.inner.registry.add(app_id, channel, outbox, member.clone(), local_max)?,
         };
         if added.subscriptions == 1 {
             self.subscribe_bus(app_id, channel).await;
         }
         Ok(match remote {
-            Ok(Ok((occupied, member_added, count))) => {
-                Joined { occupied, member_added, subscription_count: count }
-            }
+            Ok(Ok(joined)) => joined.transitions(channel, member),
             Ok(Err(_)) => unreachable!("handled above"),
             Err(e) => {
                 self.degrade("join", &e);
-                Joined {
-                    occupied: added.subscriptions == 1,
-                    member_added: added.member_added,
-                    subscription_count: added.subscriptions as u64,
-                }
+                super::local::joined(channel, &added, member)
             }
         })
     }
 
-    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Result<Left, ClusterError> {
+    async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Vec<Transition> {
         let _gate = self.inner.gate.read().await;
         let removed = self.inner.registry.remove(app_id, channel, socket_id);
-        let user_id = removed.user_id.clone();
         if !removed.was_subscribed {
-            return Ok(Left::default());
+            return Vec::new();
         }
         if removed.subscriptions == 0 {
             self.unsubscribe_bus(app_id, channel).await;
         }
-        Ok(match self.try_leave(app_id, channel, user_id.as_deref()).await {
-            Ok((vacated, member_removed, count)) => Left {
-                was_subscribed: true,
-                vacated,
-                member_removed: member_removed.then_some(user_id).flatten(),
-                subscription_count: count,
-            },
+        match self.try_leave(app_id, channel, removed.user_id.as_deref()).await {
+            Ok(left) => left.transitions(channel, removed.user_id),
             Err(e) => {
                 self.degrade("leave", &e);
-                Left {
-                    was_subscribed: true,
-                    vacated: removed.subscriptions == 0,
-                    member_removed: removed.member_removed,
-                    subscription_count: removed.subscriptions as u64,
-                }
+                super::local::left(channel, removed)
             }
-        })
+        }
     }
 
-    async fn publish(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: Utf8Bytes,
-        except: Option<&str>,
-    ) -> Result<(), ClusterError> {
-        self.inner.registry.broadcast(app_id, channel, &frame, except);
-        self.broadcast_remote(app_id, channel, frame.as_str(), except).await;
-        Ok(())
-    }
-
-    async fn channel_stats(&self, app_id: &str, channel: &str) -> Result<ChannelStats, ClusterError> {
+    async fn channel_stats(&self, app_id: &str, channel: &str) -> ChannelStats {
         let k = &self.inner.keys;
         let result: redis::RedisResult<(Vec<u64>, u64)> = redis::pipe()
             .hvals(k.chan(app_id, channel))
@@ -365,45 +342,42 @@ impl Cluster for RedisCluster {
             .await;
         match result {
             Ok((counts, users)) => {
-                Ok(ChannelStats { subscription_count: counts.iter().sum(), user_count: users })
+                ChannelStats { subscription_count: counts.iter().sum(), user_count: users }
             }
             Err(e) => {
                 self.degrade("channel stats", &e);
-                Ok(self.inner.registry.stats(app_id, channel).into())
+                self.inner.registry.stats(app_id, channel).into()
             }
         }
     }
 
-    async fn channels(
-        &self,
-        app_id: &str,
-        prefix: Option<&str>,
-    ) -> Result<Vec<(String, ChannelStats)>, ClusterError> {
+    async fn channels(&self, app_id: &str, prefix: Option<&str>) -> Vec<(String, ChannelStats)> {
+        let local = || -> Vec<(String, ChannelStats)> {
+            let local = self.inner.registry.channels(app_id, prefix);
+            local.into_iter().map(|(n, s)| (n, s.into())).collect()
+        };
         let k = &self.inner.keys;
         let listed: redis::RedisResult<Vec<String>> = self.live().smembers(k.channels(app_id)).await;
         let names: Vec<String> = match listed {
             Ok(all) => all.into_iter().filter(|c| prefix.is_none_or(|p| c.starts_with(p))).collect(),
             Err(e) => {
                 self.degrade("channels", &e);
-                let local = self.inner.registry.channels(app_id, prefix);
-                return Ok(local.into_iter().map(|(n, s)| (n, s.into())).collect());
+                return local();
             }
         };
         if names.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         // One round trip for every channel's counts.
         let mut pipe = redis::pipe();
         for name in &names {
             pipe.hvals(k.chan(app_id, name)).hlen(k.pres(app_id, name));
         }
-        let counts: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.live()).await;
-        let counts = match counts {
+        let counts: Vec<redis::Value> = match pipe.query_async(&mut self.live()).await {
             Ok(c) => c,
             Err(e) => {
                 self.degrade("channels", &e);
-                let local = self.inner.registry.channels(app_id, prefix);
-                return Ok(local.into_iter().map(|(n, s)| (n, s.into())).collect());
+                return local();
             }
         };
         let mut out = Vec::with_capacity(names.len());
@@ -417,26 +391,29 @@ impl Cluster for RedisCluster {
                 out.push((name, ChannelStats { subscription_count, user_count: users }));
             }
         }
-        Ok(out)
+        out
     }
 
-    async fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, ClusterError> {
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<Member> {
         let result: redis::RedisResult<Vec<(String, String)>> =
             self.live().hgetall(self.inner.keys.pinfo(app_id, channel)).await;
         match result {
-            Ok(pairs) => Ok(pairs.into_iter().map(|(id, info)| member_from(id, info)).collect()),
+            Ok(pairs) => pairs.into_iter().map(|(id, info)| member_from(id, info)).collect(),
             Err(e) => {
                 self.degrade("members", &e);
-                Ok(self.inner.registry.members(app_id, channel))
+                self.inner.registry.members(app_id, channel)
             }
         }
     }
+}
 
-    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Result<bool, ClusterError> {
+#[async_trait]
+impl Users for RedisCluster {
+    async fn sign_in(&self, app_id: &str, user_id: &Arc<str>, outbox: Outbox) -> Option<Transition> {
         let _gate = self.inner.gate.read().await;
         let local_first = self.inner.registry.sign_in(app_id, user_id, outbox);
         let k = &self.inner.keys;
-        let me = self.member();
+        let me = self.incarnation();
         let result: redis::RedisResult<i64> = self
             .inner
             .scripts
@@ -450,16 +427,17 @@ impl Cluster for RedisCluster {
             .arg(1)
             .invoke_async(&mut self.live())
             .await;
-        match result {
-            Ok(first) => Ok(first == 1),
+        let first = match result {
+            Ok(first) => first == 1,
             Err(e) => {
                 self.degrade("sign in", &e);
-                Ok(local_first)
+                local_first
             }
-        }
+        };
+        first.then(|| Transition::UserOnline { user_id: user_id.clone() })
     }
 
-    async fn sign_out(&self, app_id: &str, user_id: &str, socket_id: &str) -> Result<bool, ClusterError> {
+    async fn sign_out(&self, app_id: &str, user_id: &Arc<str>, socket_id: &str) -> Option<Transition> {
         let _gate = self.inner.gate.read().await;
         let local_last = self.inner.registry.sign_out(app_id, user_id, socket_id);
         let k = &self.inner.keys;
@@ -468,95 +446,85 @@ impl Cluster for RedisCluster {
             .scripts
             .user_out
             .key(k.users(app_id))
-            .key(k.umem(app_id, &self.member()))
-            .arg(user_id)
+            .key(k.umem(app_id, &self.incarnation()))
+            .arg(&**user_id)
             .invoke_async(&mut self.live())
             .await;
-        match result {
-            Ok(last) => Ok(last == 1),
+        let last = match result {
+            Ok(last) => last == 1,
             Err(e) => {
                 self.degrade("sign out", &e);
-                Ok(local_last)
+                local_last
             }
-        }
+        };
+        last.then(|| Transition::UserOffline { user_id: user_id.clone() })
     }
 
-    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Result<Vec<bool>, ClusterError> {
+    async fn online(&self, app_id: &str, user_ids: &[Arc<str>]) -> Vec<bool> {
         let ids: Vec<&str> = user_ids.iter().map(|u| &**u).collect();
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.inner.keys.users(app_id)).arg(&ids);
         let result: redis::RedisResult<Vec<Option<i64>>> = cmd.query_async(&mut self.live()).await;
         match result {
-            Ok(counts) => Ok(counts.into_iter().map(|c| c.unwrap_or(0) > 0).collect()),
+            Ok(counts) => counts.into_iter().map(|c| c.unwrap_or(0) > 0).collect(),
             Err(e) => {
                 self.degrade("online", &e);
-                Ok(user_ids.iter().map(|u| self.inner.registry.is_signed_in(app_id, u)).collect())
+                user_ids.iter().map(|u| self.inner.registry.is_signed_in(app_id, u)).collect()
             }
         }
     }
 
-    async fn terminate_user(&self, app_id: &str, user_id: &str) -> Result<(), ClusterError> {
+    async fn terminate_user(&self, app_id: &str, user_id: &str) {
         self.inner.registry.close_user(app_id, user_id, CloseReason::Unauthorized);
-        self.control(bus::terminate(&self.member(), app_id, user_id)).await;
-        Ok(())
+        self.control(bus::terminate(&self.incarnation(), app_id, user_id)).await;
     }
 
-    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) -> Result<(), ClusterError> {
+    async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox) {
         self.inner.registry.watch(app_id, user_ids, outbox);
-        Ok(())
     }
 
-    async fn unwatch(
-        &self,
-        app_id: &str,
-        user_ids: &[Arc<str>],
-        socket_id: &str,
-    ) -> Result<(), ClusterError> {
+    async fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str) {
         self.inner.registry.unwatch(app_id, user_ids, socket_id);
-        Ok(())
     }
 
-    async fn notify_watchers(
-        &self,
-        app_id: &str,
-        user_id: &str,
-        frame: Utf8Bytes,
-    ) -> Result<(), ClusterError> {
+    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes) {
         self.inner.registry.notify_watchers(app_id, user_id, &frame);
-        self.control(bus::watchers(&self.member(), app_id, user_id, frame.as_str())).await;
-        Ok(())
+        self.control(bus::watchers(&self.incarnation(), app_id, user_id, frame.as_str())).await;
     }
 
-    async fn cache_set(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: Utf8Bytes,
-        ttl: Duration,
-    ) -> Result<(), ClusterError> {
+    async fn notify_watchers_elsewhere(&self, app_id: &str, user_id: &str, frame: Utf8Bytes) {
+        self.control(bus::watchers(&self.incarnation(), app_id, user_id, frame.as_str())).await;
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCluster {
+    async fn cache_set(&self, app_id: &str, channel: &str, frame: Utf8Bytes, ttl: Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let result: redis::RedisResult<()> =
             self.live().pset_ex(self.inner.keys.cache(app_id, channel), frame.as_str(), ms).await;
         if let Err(e) = result {
             self.degrade("cache set", &e);
         }
-        Ok(())
     }
 
-    async fn cache_get(&self, app_id: &str, channel: &str) -> Result<Option<Utf8Bytes>, ClusterError> {
+    async fn cache_get(&self, app_id: &str, channel: &str) -> Option<Utf8Bytes> {
         let result: redis::RedisResult<Option<String>> =
             self.live().get(self.inner.keys.cache(app_id, channel)).await;
         match result {
-            Ok(hit) => Ok(hit.map(Utf8Bytes::from)),
+            Ok(hit) => hit.map(Utf8Bytes::from),
             Err(e) => {
                 self.degrade("cache get", &e);
-                Ok(None)
+                None
             }
         }
     }
+}
 
+#[async_trait]
+impl Health for RedisCluster {
     fn healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Acquire)
+        self.inner.link.get() == LinkState::Up
     }
 
     async fn shutdown(&self) {

@@ -98,32 +98,20 @@ impl Connection {
                 watchlist.push(w.into());
             }
         }
-        let came_online = match self.state.cluster.sign_in(&self.app.id, &id, self.outbox.clone()).await {
-            Ok(b) => b,
-            Err(e) => match e {},
-        };
+        let users = &self.state.cluster.users;
+        let came_online = users.sign_in(&self.app.id, &id, self.outbox.clone()).await;
         self.auth_deadline = None;
         self.send(socket, frames::signin_success(&signin.user_data)).await?;
-        if came_online {
-            let frame = frames::watchlist_events(&[&id], &[]);
-            if let Err(e) = self.state.cluster.notify_watchers(&self.app.id, &id, frame.into()).await {
-                match e {}
-            }
-        }
+        self.announce(came_online.into_iter().collect()).await;
         if truncated {
             let msg = format!("Watchlist limit exceeded: only the first {limit} user ids are watched");
             self.state.metrics.limit_hit(&self.app.id, "max_watchlist_size");
             self.send_error(socket, &msg, Some(WATCHLIST_LIMIT_EXCEEDED)).await?;
         }
         if !watchlist.is_empty() {
-            let online = match self.state.cluster.watch(&self.app.id, &watchlist, &self.outbox).await {
-                Ok(()) => self.state.cluster.online(&self.app.id, &watchlist).await,
-                Err(e) => Err(e),
-            };
-            let online = match online {
-                Ok(o) => o,
-                Err(e) => match e {},
-            };
+            let users = &self.state.cluster.users;
+            users.watch(&self.app.id, &watchlist, &self.outbox).await;
+            let online = users.online(&self.app.id, &watchlist).await;
             let (on, off): (Vec<_>, Vec<_>) = watchlist.iter().zip(&online).partition(|(_, o)| **o);
             let on: Vec<&str> = on.into_iter().map(|(id, _)| &**id).collect();
             let off: Vec<&str> = off.into_iter().map(|(id, _)| &**id).collect();
@@ -136,21 +124,11 @@ impl Connection {
     /// Forgets the sign-in when the socket ends, telling watchers when the user went offline.
     pub(super) async fn sign_out(&mut self) {
         let Some(user) = self.user.take() else { return };
-        let cluster = &self.state.cluster;
+        let users = &self.state.cluster.users;
         if !user.watchlist.is_empty() {
-            if let Err(e) = cluster.unwatch(&self.app.id, &user.watchlist, &self.socket_id).await {
-                match e {}
-            }
+            users.unwatch(&self.app.id, &user.watchlist, &self.socket_id).await;
         }
-        let went_offline = match cluster.sign_out(&self.app.id, &user.id, &self.socket_id).await {
-            Ok(b) => b,
-            Err(e) => match e {},
-        };
-        if went_offline {
-            let frame = frames::watchlist_events(&[], &[&user.id]);
-            if let Err(e) = cluster.notify_watchers(&self.app.id, &user.id, frame.into()).await {
-                match e {}
-            }
-        }
+        let went_offline = users.sign_out(&self.app.id, &user.id, &self.socket_id).await;
+        self.announce(went_offline.into_iter().collect()).await;
     }
 }

@@ -5,12 +5,12 @@ use axum::extract::ws::WebSocket;
 
 use super::{Connection, Gone};
 use crate::channels::{AddError, ChannelDataError, Member};
-use crate::cluster::{JoinError, Joined};
-use crate::console::LogEntry;
+use crate::cluster::Transition;
+use crate::console_log::LogEntry;
 use crate::protocol::frames;
 use crate::protocol::{parse_channel, server_to_user_id, ChannelKind, ChannelName, Subscribe};
+use crate::signing;
 use crate::webhooks::WebhookEvent;
-use crate::{signing, subscription_count};
 
 /// A refused subscription: the error `type` and `status` of the soketi dialect, and a message.
 struct Refusal {
@@ -36,8 +36,10 @@ impl Refusal {
 struct Subscribed {
     frame: String,
     name: ChannelName,
-    /// `None` when the socket was already subscribed.
-    joined: Option<(Joined, Option<Member>)>,
+    /// The presence user the socket joined as (`None` when it was already subscribed).
+    member: Option<Member>,
+    /// Empty when the socket was already subscribed.
+    transitions: Vec<Transition>,
 }
 
 impl Connection {
@@ -63,7 +65,7 @@ impl Connection {
         let channel = sub.channel.as_str();
         self.state.console.emit(|| {
             let entry = LogEntry::new(&self.app.id, "subscribed").channel(channel).socket(&self.socket_id);
-            match subscribed.joined.as_ref().and_then(|(_, m)| m.as_ref()) {
+            match subscribed.member.as_ref() {
                 Some(member) => entry.detail(format!("as user {}", member.user_id)),
                 None => entry,
             }
@@ -71,46 +73,16 @@ impl Connection {
         if subscribed.name.needs_auth() {
             self.auth_deadline = None;
         }
-        if let Some((joined, member)) = subscribed.joined {
-            self.after_join(channel, subscribed.name, &joined, member.as_ref()).await;
-        }
+        self.announce(subscribed.transitions).await;
         if subscribed.name.cache {
             self.replay_cache(socket, channel).await?;
         }
         Ok(())
     }
 
-    /// Tells the others: member_added, webhooks, subscription count.
-    async fn after_join(&self, channel: &str, name: ChannelName, joined: &Joined, member: Option<&Member>) {
-        let hooks = &self.state.webhooks;
-        if joined.occupied {
-            hooks.emit(&self.app, WebhookEvent::ChannelOccupied { channel: channel.to_owned() });
-        }
-        if let (true, Some(member)) = (joined.member_added, member) {
-            let event = WebhookEvent::MemberAdded {
-                channel: channel.to_owned(),
-                user_id: member.user_id.to_string(),
-            };
-            hooks.emit(&self.app, event);
-            let added = frames::member_added(channel, member.as_ref());
-            if let Err(e) =
-                self.state.cluster.publish(&self.app.id, channel, added.into(), Some(&self.socket_id)).await
-            {
-                match e {}
-            }
-        }
-        if self.app.subscription_count && name.kind != ChannelKind::Presence {
-            subscription_count::report(&self.state, &self.app, channel, joined.subscription_count).await;
-        }
-    }
-
     /// Cache channels: the last event right after the success, or `pusher:cache_miss`.
     async fn replay_cache(&self, socket: &mut WebSocket, channel: &str) -> Result<(), Gone> {
-        let cached = match self.state.cluster.cache_get(&self.app.id, channel).await {
-            Ok(c) => c,
-            Err(e) => match e {},
-        };
-        match cached {
+        match self.state.cluster.cache.cache_get(&self.app.id, channel).await {
             Some(frame) => {
                 self.counters.messages_sent.inc();
                 socket.send(axum::extract::ws::Message::Text(frame)).await.map_err(|_| Gone)
@@ -159,37 +131,34 @@ impl Connection {
         };
         if already {
             // Subscribing twice changes nothing; the client gets the current state again.
-            let frame = self.succeeded(channel, member.is_some()).await?;
-            return Ok(Subscribed { frame, name, joined: None });
+            let frame = self.succeeded(channel, member.is_some()).await;
+            return Ok(Subscribed { frame, name, member: None, transitions: Vec::new() });
         }
         let user_id = member.as_ref().map(|m| m.user_id.clone());
-        let joined = self
+        let transitions = self
             .state
             .cluster
+            .channels
             .join(&self.app.id, channel, self.outbox.clone(), member.clone(), limits.max_presence_members)
             .await
-            .map_err(|e| match e {
-                JoinError::Refused(AddError::PresenceFull { max }) => Refusal::limit(
+            .map_err(|AddError::PresenceFull { max }| {
+                Refusal::limit(
                     "max_presence_members",
                     429,
                     format!("Presence channel {channel} is full ({max} members)"),
-                ),
-                JoinError::Cluster(e) => match e {},
+                )
             })?;
         self.subscriptions.insert(channel.to_owned(), user_id);
-        let frame = self.succeeded(channel, member.is_some()).await?;
-        Ok(Subscribed { frame, name, joined: Some((joined, member)) })
+        let frame = self.succeeded(channel, member.is_some()).await;
+        Ok(Subscribed { frame, name, member, transitions })
     }
 
-    async fn succeeded(&self, channel: &str, presence: bool) -> Result<String, Refusal> {
+    async fn succeeded(&self, channel: &str, presence: bool) -> String {
         if !presence {
-            return Ok(frames::subscription_succeeded(channel));
+            return frames::subscription_succeeded(channel);
         }
-        let members = match self.state.cluster.members(&self.app.id, channel).await {
-            Ok(m) => m,
-            Err(e) => match e {},
-        };
-        Ok(frames::presence_subscription_succeeded(channel, members.iter().map(Member::as_ref)))
+        let members = self.state.cluster.channels.members(&self.app.id, channel).await;
+        frames::presence_subscription_succeeded(channel, members.iter().map(Member::as_ref))
     }
 
     /// Reads the presence member from `channel_data`, within the app's limits.

@@ -14,8 +14,8 @@ use axum::response::Response;
 use super::ApiError;
 use crate::apps::App;
 use crate::ratelimit::AppLimit;
-use crate::server::ServerState;
 use crate::signing;
+use crate::state::ServerState;
 
 /// How far `auth_timestamp` may be from the server clock, in seconds.
 pub const TIMESTAMP_WINDOW: u64 = 600;
@@ -95,7 +95,7 @@ pub async fn verify(
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
-    if !state.cluster.healthy() {
+    if !state.cluster.health.healthy() {
         return Err(ApiError::Unavailable);
     }
     let (mut parts, body) = req.into_parts();

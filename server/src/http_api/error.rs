@@ -4,8 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::cluster::ClusterError;
 use crate::protocol::ChannelNameError;
+use crate::publish::PublishError;
 
 /// Why an API request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,20 +47,6 @@ pub enum ApiError {
         /// The string the server signed.
         signed: String,
     },
-    /// The body is not the JSON the endpoint takes.
-    #[error("Invalid JSON body: {0}")]
-    InvalidJson(#[from] serde_json::Error),
-    /// A required body member is missing.
-    #[error("Missing {0} in the request body")]
-    Missing(&'static str),
-    /// Neither `channels` nor `channel`, or an empty list.
-    #[error("An event needs 1 to {max} channels, got {given}")]
-    ChannelCount {
-        /// Channels named.
-        given: usize,
-        /// The app's limit.
-        max: usize,
-    },
     /// A channel name breaks the rules.
     #[error("Invalid channel {channel:?}: {source}")]
     InvalidChannel {
@@ -69,45 +55,15 @@ pub enum ApiError {
         /// What is wrong with it.
         source: ChannelNameError,
     },
-    /// Event name too long or empty.
-    #[error("Event name must be 1 to {max} characters, got {len}")]
-    EventName {
-        /// Its length.
-        len: usize,
-        /// The app's limit.
-        max: usize,
-    },
-    /// Event data over the app's limit.
-    #[error("Event data is {size} bytes; the limit is {max} bytes")]
-    PayloadTooLarge {
-        /// Bytes of `data`.
-        size: usize,
-        /// The app's limit.
-        max: usize,
-    },
     /// The request body is over the server's limit.
     #[error("Request body is larger than {0} bytes")]
     BodyTooLarge(usize),
-    /// `socket_id` is not `\d+.\d+`.
-    #[error("Invalid socket_id {0:?}")]
-    InvalidSocketId(String),
-    /// Too many events in a batch.
-    #[error("A batch may hold 1 to {max} events, got {given}")]
-    BatchSize {
-        /// Events given.
-        given: usize,
-        /// The app's limit.
-        max: usize,
-    },
     /// `info=user_count` asked of channels that are not presence channels.
     #[error("user_count is only available for presence channels")]
     UserCountNeedsPresence,
     /// `/users` asked of a channel that is not a presence channel.
     #[error("Channel {0} is not a presence channel")]
     NotPresence(String),
-    /// Unknown `info` attribute.
-    #[error("Unknown info attribute {0:?}; expected user_count or subscription_count")]
-    UnknownInfo(String),
     /// A per-app rate limit refused the request.
     #[error("Rate limit exceeded: {limit} is {per_second}")]
     RateLimited {
@@ -119,9 +75,9 @@ pub enum ApiError {
     /// A user id outside the allowed characters.
     #[error("Invalid user id {0:?}")]
     InvalidUserId(String),
-    /// The cluster backend failed.
+    /// An event was refused (validation, limits, rate limit).
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Publish(#[from] PublishError),
     /// The cluster backend cannot answer for the whole cluster right now.
     #[error("Cluster state is unavailable (Redis unreachable); retry shortly")]
     Unavailable,
@@ -142,20 +98,25 @@ impl ApiError {
             | ApiError::TimestampExpired { .. }
             | ApiError::BodyMd5Mismatch { .. }
             | ApiError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } | ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidJson(_)
-            | ApiError::Missing(_)
-            | ApiError::ChannelCount { .. }
-            | ApiError::InvalidChannel { .. }
-            | ApiError::EventName { .. }
-            | ApiError::InvalidSocketId(_)
-            | ApiError::BatchSize { .. }
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidChannel { .. }
             | ApiError::UserCountNeedsPresence
             | ApiError::NotPresence(_)
-            | ApiError::UnknownInfo(_)
             | ApiError::InvalidUserId(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Cluster(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Publish(e) => match e {
+                PublishError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                PublishError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                PublishError::InvalidJson(_)
+                | PublishError::Missing(_)
+                | PublishError::ChannelCount { .. }
+                | PublishError::InvalidChannel { .. }
+                | PublishError::EventName { .. }
+                | PublishError::InvalidSocketId(_)
+                | PublishError::BatchSize { .. }
+                | PublishError::UnknownInfo(_) => StatusCode::BAD_REQUEST,
+            },
         }
     }
 }

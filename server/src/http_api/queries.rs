@@ -8,11 +8,11 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
-use super::events::Info;
 use super::ApiError;
 use crate::apps::App;
 use crate::protocol::{parse_channel, ChannelKind};
-use crate::server::ServerState;
+use crate::publish::Info;
+use crate::state::ServerState;
 
 /// `GET /apps/{app_id}/channels?filter_by_prefix=&info=user_count`.
 pub async fn channels(
@@ -26,7 +26,7 @@ pub async fn channels(
         return Err(ApiError::UserCountNeedsPresence);
     }
     let mut channels = Map::new();
-    for (name, stats) in state.cluster.channels(&app.id, prefix).await? {
+    for (name, stats) in state.cluster.channels.channels(&app.id, prefix).await {
         let mut attrs = Map::new();
         if info.user_count {
             attrs.insert("user_count".into(), stats.user_count.into());
@@ -57,7 +57,7 @@ pub async fn channel(
     if info.user_count && kind != ChannelKind::Presence {
         return Err(ApiError::UserCountNeedsPresence);
     }
-    let stats = state.cluster.channel_stats(&app.id, &channel).await?;
+    let stats = state.cluster.channels.channel_stats(&app.id, &channel).await;
     let mut body = Map::new();
     body.insert("occupied".into(), (stats.subscription_count > 0).into());
     if info.user_count {
@@ -78,7 +78,7 @@ pub async fn users(
     if kind_of(&app, &channel)? != ChannelKind::Presence {
         return Err(ApiError::NotPresence(channel));
     }
-    let members = state.cluster.members(&app.id, &channel).await?;
+    let members = state.cluster.channels.members(&app.id, &channel).await;
     let users: Vec<Value> = members.iter().map(|m| json!({ "id": &*m.user_id })).collect();
     Ok(Json(json!({ "users": users })))
 }

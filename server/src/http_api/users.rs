@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::ApiError;
 use crate::apps::App;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// Terminates a user's connections.
 pub async fn terminate(
@@ -27,7 +27,7 @@ pub async fn terminate(
     if !valid {
         return Err(ApiError::InvalidUserId(user_id));
     }
-    state.cluster.terminate_user(&app.id, &user_id).await?;
+    state.cluster.users.terminate_user(&app.id, &user_id).await;
     tracing::info!(app_id = %app.id, user_id, "terminated user connections");
     Ok(Json(json!({})))
 }

@@ -1,7 +1,7 @@
 //! Messages between nodes over Redis pub/sub: channel frames (`{prefix}:bus:{app}:{channel}`,
 //! subscribed only while a local socket is in the channel) and control messages every node
 //! hears (`{prefix}:control`: terminate a user, a watched user's change). Every message starts
-//! with the sender's member id; a node ignores its own.
+//! with the sender's incarnation id; a node ignores its own.
 
 use axum::extract::ws::Utf8Bytes;
 use redis::{PushInfo, PushKind, Value};
@@ -10,19 +10,19 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::RedisCluster;
 use crate::protocol::CloseReason;
 
-/// A channel frame: `member \n except \n frame`.
-pub fn encode(member: &str, except: Option<&str>, frame: &str) -> String {
-    format!("{member}\n{}\n{frame}", except.unwrap_or_default())
+/// A channel frame: `incarnation \n except \n frame`.
+pub fn encode(incarnation: &str, except: Option<&str>, frame: &str) -> String {
+    format!("{incarnation}\n{}\n{frame}", except.unwrap_or_default())
 }
 
-/// Close every socket of a user: `member \n t \n app \n user`.
-pub fn terminate(member: &str, app_id: &str, user_id: &str) -> String {
-    format!("{member}\nt\n{app_id}\n{user_id}")
+/// Close every socket of a user: `incarnation \n t \n app \n user`.
+pub fn terminate(incarnation: &str, app_id: &str, user_id: &str) -> String {
+    format!("{incarnation}\nt\n{app_id}\n{user_id}")
 }
 
-/// Deliver to a user's watchers: `member \n w \n app \n user \n frame`.
-pub fn watchers(member: &str, app_id: &str, user_id: &str, frame: &str) -> String {
-    format!("{member}\nw\n{app_id}\n{user_id}\n{frame}")
+/// Deliver to a user's watchers: `incarnation \n w \n app \n user \n frame`.
+pub fn watchers(incarnation: &str, app_id: &str, user_id: &str, frame: &str) -> String {
+    format!("{incarnation}\nw\n{app_id}\n{user_id}\n{frame}")
 }
 
 fn text(v: &Value) -> Option<String> {

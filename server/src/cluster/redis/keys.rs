@@ -1,8 +1,8 @@
 //! Redis key names and the Lua scripts that decide every cluster-wide transition atomically.
 //!
-//! A *member* is one incarnation of a node: `{node_id}:{random}`. Per-app keys carry the app id
-//! in a hash tag (`{app}`); counts are kept per member so a dead member's share can be taken
-//! away exactly. See `docs/cluster.md` for the schema and the lease protocol.
+//! An *incarnation* is one run of a node: `{node_id}:{random}`. Per-app keys carry the app id
+//! in a hash tag (`{app}`); counts are kept per incarnation so a dead incarnation's share can be
+//! taken away exactly. See `docs/cluster.md` for the schema and the lease protocol.
 
 use redis::Script;
 
@@ -16,7 +16,7 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Keys { prefix: prefix.to_owned() }
     }
-    /// HASH member → subscriber count of one channel.
+    /// HASH incarnation → subscriber count of one channel.
     pub fn chan(&self, app: &str, ch: &str) -> String {
         format!("{}:{{{app}}}:chan:{ch}", self.prefix)
     }
@@ -32,19 +32,19 @@ impl Keys {
     pub fn pinfo(&self, app: &str, ch: &str) -> String {
         format!("{}:{{{app}}}:pinfo:{ch}", self.prefix)
     }
-    /// HASH user → socket count of one member in a presence channel.
-    pub fn pmem(&self, app: &str, ch: &str, member: &str) -> String {
-        format!("{}:{{{app}}}:pmem:{ch}:{member}", self.prefix)
+    /// HASH user → socket count of one incarnation in a presence channel.
+    pub fn pmem(&self, app: &str, ch: &str, incarnation: &str) -> String {
+        format!("{}:{{{app}}}:pmem:{ch}:{incarnation}", self.prefix)
     }
     /// HASH user → signed-in socket count.
     pub fn users(&self, app: &str) -> String {
         format!("{}:{{{app}}}:users", self.prefix)
     }
-    /// HASH user → signed-in socket count of one member.
-    pub fn umem(&self, app: &str, member: &str) -> String {
-        format!("{}:{{{app}}}:umem:{member}", self.prefix)
+    /// HASH user → signed-in socket count of one incarnation.
+    pub fn umem(&self, app: &str, incarnation: &str) -> String {
+        format!("{}:{{{app}}}:umem:{incarnation}", self.prefix)
     }
-    /// HASH member → connection count of an app.
+    /// HASH incarnation → connection count of an app.
     pub fn conns(&self, app: &str) -> String {
         format!("{}:{{{app}}}:conns", self.prefix)
     }
@@ -52,15 +52,15 @@ impl Keys {
     pub fn cache(&self, app: &str, ch: &str) -> String {
         format!("{}:{{{app}}}:cache:{ch}", self.prefix)
     }
-    /// SET of what a member holds (entries from [`Entry`]), walked by its cleanup.
-    pub fn nodekeys(&self, member: &str) -> String {
-        format!("{}:nodekeys:{member}", self.prefix)
+    /// SET of what an incarnation holds (entries from [`Entry`]), walked by its cleanup.
+    pub fn nodekeys(&self, incarnation: &str) -> String {
+        format!("{}:nodekeys:{incarnation}", self.prefix)
     }
-    /// STRING with a TTL: the member's lease.
-    pub fn lease(&self, member: &str) -> String {
-        format!("{}:lease:{member}", self.prefix)
+    /// STRING with a TTL: the incarnation's lease.
+    pub fn lease(&self, incarnation: &str) -> String {
+        format!("{}:lease:{incarnation}", self.prefix)
     }
-    /// ZSET member → lease expiry (ms): how live nodes find stale ones without scanning keys.
+    /// ZSET incarnation → lease expiry (ms): how live nodes find stale ones without scanning keys.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
@@ -83,7 +83,7 @@ impl Keys {
     }
 }
 
-/// An entry of a member's `nodekeys` set: what to clean up when it dies.
+/// An entry of an incarnation's `nodekeys` set: what to clean up when it dies.
 pub enum Entry<'a> {
     Channel(&'a str, &'a str),
     Presence(&'a str, &'a str),
@@ -140,7 +140,7 @@ impl Scripts {
         let fenced = |body: &str| Script::new(&format!("{SUM}{FENCE}{body}"));
         let plain = |body: &str| Script::new(&format!("{SUM}{body}"));
         Scripts {
-            // KEYS chan, channels, nodekeys, lease; ARGV member, channel, entry, delta → {before, after}
+            // KEYS chan, channels, nodekeys, lease; ARGV incarnation, channel, entry, delta → {before, after}
             join_channel: fenced(
                 "local before = sum(KEYS[1])
                  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[4])
@@ -148,7 +148,7 @@ impl Scripts {
                  redis.call('SADD', KEYS[3], ARGV[3])
                  return {before, before + tonumber(ARGV[4])}",
             ),
-            // KEYS chan, channels, nodekeys; ARGV member, channel, entry → total after, -1 if not ours
+            // KEYS chan, channels, nodekeys; ARGV incarnation, channel, entry → total after, -1 if not ours
             leave_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  if mine <= 0 then return -1 end
@@ -205,7 +205,7 @@ impl Scripts {
                  if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 1 end
                  return 0",
             ),
-            // KEYS conns, nodekeys, lease; ARGV member, limit (-1 none), entry, delta → 1 admitted
+            // KEYS conns, nodekeys, lease; ARGV incarnation, limit (-1 none), entry, delta → 1 admitted
             connect: fenced(
                 "local limit = tonumber(ARGV[2])
                  if limit >= 0 and sum(KEYS[1]) + tonumber(ARGV[4]) > limit then return 0 end
@@ -213,13 +213,13 @@ impl Scripts {
                  redis.call('SADD', KEYS[2], ARGV[3])
                  return 1",
             ),
-            // KEYS conns; ARGV member
+            // KEYS conns; ARGV incarnation
             disconnect: plain(
                 "local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
                  if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
                  return c",
             ),
-            // KEYS chan, channels; ARGV member, channel → 1 when the channel is now vacated
+            // KEYS chan, channels; ARGV incarnation, channel → 1 when the channel is now vacated
             clean_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  redis.call('HDEL', KEYS[1], ARGV[1])
@@ -227,7 +227,7 @@ impl Scripts {
                  if sum(KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) return 1 end
                  return 0",
             ),
-            // KEYS totals, info (may be a dummy), member hash → ids whose total fell to zero
+            // KEYS totals, info (may be a dummy), incarnation hash → ids whose total fell to zero
             clean_hash: plain(
                 "local gone = {}
                  local kv = redis.call('HGETALL', KEYS[3])
@@ -242,14 +242,14 @@ impl Scripts {
                  redis.call('DEL', KEYS[3])
                  return gone",
             ),
-            // KEYS lease, nodes; ARGV member, ttl_ms, now_ms → 0 when the lease is gone (fenced)
+            // KEYS lease, nodes; ARGV incarnation, ttl_ms, now_ms → 0 when the lease is gone (fenced)
             renew: plain(
                 "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
                  redis.call('PEXPIRE', KEYS[1], ARGV[2])
                  redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[1])
                  return 1",
             ),
-            // KEYS nodes, lease of the stale member; ARGV member, now_ms → 1 for the one claimer
+            // KEYS nodes, lease of the stale incarnation; ARGV incarnation, now_ms → 1 for the one claimer
             claim: plain(
                 "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
                  if not s then return 0 end

@@ -1,30 +1,29 @@
-//! Leases. Each member renews `{prefix}:lease:{member}` (and its score in `{prefix}:nodes`)
-//! every third of the TTL. Live nodes look up members whose score is in the past; the one whose
-//! `claim` script removes the member from `nodes` cleans up after it: takes its counts away,
-//! broadcasts `member_removed`, fires `channel_vacated` / `member_removed` webhooks and watchlist
-//! `offline`. A member that finds its own lease gone (it was cut off and declared dead) never
-//! writes under the old id again: it starts a new incarnation and republishes what it holds.
+//! Leases. Each incarnation renews `{prefix}:lease:{incarnation}` (and its score in
+//! `{prefix}:nodes`) every third of the TTL. Live nodes look up incarnations whose score is in
+//! the past; the one whose `claim` script removes it from `nodes` cleans up after it: takes its
+//! counts away and hands the transitions that causes (vacated, member removed, user offline) to
+//! the announcer. An incarnation that finds its own lease gone (it was cut off and declared
+//! dead) never writes under the old id again: it starts a new incarnation and republishes what
+//! it holds, announcing to the other nodes what they saw disappear.
 
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 
 use super::keys::Entry;
-use super::{new_member, RedisCluster};
+use super::live::LinkState;
+use super::{new_incarnation, RedisCluster};
 use crate::channels::AppSnapshot;
-use crate::cluster::Cluster;
-use crate::protocol::frames;
-use crate::webhooks::WebhookEvent;
+use crate::cluster::{Origin, Transition};
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RedisCluster {
-    /// Takes the lease of the current member.
+    /// Takes the lease of the current incarnation.
     pub(super) async fn register(&self) -> redis::RedisResult<()> {
-        let me = self.member();
+        let me = self.incarnation();
         let ttl = self.inner.settings.lease_ttl.as_millis() as u64;
         let k = &self.inner.keys;
         redis::pipe()
@@ -63,7 +62,7 @@ impl RedisCluster {
     }
 
     async fn renew(&self) -> redis::RedisResult<bool> {
-        let me = self.member();
+        let me = self.incarnation();
         let k = &self.inner.keys;
         let renewed: i64 = self
             .inner
@@ -98,39 +97,42 @@ impl RedisCluster {
         // and webhooks; what we republish is then news to them. Redis restarted empty: the
         // republish restores state nobody saw disappear, so it announces nothing.
         let (announce, epoch) = self.current_epoch().await?;
-        let old = self.member();
-        let new = new_member(&self.inner.settings.node_id);
-        self.set_member(new.clone());
-        // Socket operations wait on the gate; let this task's own broadcasts through.
-        self.inner.needs_resync.store(false, Ordering::Release);
+        let old = self.incarnation();
+        let new = new_incarnation(&self.inner.settings.node_id);
+        self.set_incarnation(new.clone());
+        // Socket operations wait on the gate; let this task's own writes through.
+        self.inner.link.set(LinkState::Rejoining);
         if let Err(e) = self.republish(&snapshot, announce).await {
-            let _ = self.cleanup(&new).await;
-            self.set_member(old);
-            self.inner.needs_resync.store(true, Ordering::Release);
+            let _ = self.cleanup(&new, false).await;
+            self.set_incarnation(old);
+            self.inner.link.set(LinkState::Down);
             return Err(e);
         }
         self.remember_epoch(epoch);
-        if let Err(e) = self.cleanup(&old).await {
+        if let Err(e) = self.cleanup(&old, true).await {
             // The old incarnation's lease expires and another node (or we) reap it.
             tracing::warn!(error = %e, previous = %old, "could not remove the previous incarnation yet");
         }
-        tracing::info!(member = %new, previous = %old, "rejoined the Redis cluster");
+        tracing::info!(incarnation = %new, previous = %old, "rejoined the Redis cluster");
         Ok(())
     }
 
-    fn set_member(&self, member: std::sync::Arc<str>) {
-        *self.inner.member.write().unwrap_or_else(|p| p.into_inner()) = member;
+    fn set_incarnation(&self, incarnation: std::sync::Arc<str>) {
+        *self.inner.incarnation.write().unwrap_or_else(|p| p.into_inner()) = incarnation;
     }
 
+    /// Writes this node's state under the current incarnation. With `announce` (Redis kept its
+    /// data, so the other nodes may have seen it cleaned up), what that makes true again is
+    /// announced to the other nodes.
     async fn republish(&self, snapshot: &[AppSnapshot], announce: bool) -> redis::RedisResult<()> {
         self.register().await?;
-        let me = self.member();
+        let me = self.incarnation();
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
         let mut conn = self.conn();
         for app in snapshot {
             let a = app.app_id.as_str();
-            let hooks_app = self.inner.apps.by_id(a);
+            let mut transitions = Vec::new();
             if app.connections > 0 {
                 let _: i64 = s
                     .connect
@@ -162,15 +164,9 @@ impl RedisCluster {
                         .arg(*sockets)
                         .invoke_async(&mut conn)
                         .await?;
-                    if added == 1 && announce {
-                        let frame = frames::member_added(c, member.as_ref());
-                        self.broadcast_remote(a, c, &frame, None).await;
-                        if let Some(app) = &hooks_app {
-                            let user_id = member.user_id.to_string();
-                            self.inner
-                                .webhooks
-                                .emit(app, WebhookEvent::MemberAdded { channel: c.into(), user_id });
-                        }
+                    if added == 1 {
+                        transitions
+                            .push(Transition::MemberAdded { channel: c.into(), member: member.clone() });
                     }
                 }
                 let (before, _after): (u64, u64) = s
@@ -185,8 +181,8 @@ impl RedisCluster {
                     .arg(ch.subscriptions)
                     .invoke_async(&mut conn)
                     .await?;
-                if let (0, true, Some(app)) = (before, announce, &hooks_app) {
-                    self.inner.webhooks.emit(app, WebhookEvent::ChannelOccupied { channel: c.into() });
+                if before == 0 {
+                    transitions.push(Transition::Occupied { channel: c.into() });
                 }
             }
             for (user, sockets) in &app.users {
@@ -201,27 +197,36 @@ impl RedisCluster {
                     .arg(*sockets)
                     .invoke_async(&mut conn)
                     .await?;
-                if online == 1 && announce {
-                    let frame = frames::watchlist_events(&[user], &[]);
-                    self.control(super::bus::watchers(&me, a, user, &frame)).await;
+                if online == 1 {
+                    transitions.push(Transition::UserOnline { user_id: user.clone() });
                 }
+            }
+            if announce {
+                self.announce(a, Origin::Rejoin, transitions);
             }
         }
         Ok(())
     }
 
-    /// Removes everything `member` held, with the transitions that causes.
-    pub(super) async fn cleanup(&self, member: &str) -> redis::RedisResult<()> {
+    /// Removes everything `incarnation` held, announcing (with `announce`) the transitions
+    /// that causes. A failed republish removes its half-written incarnation without a word:
+    /// nobody was told about it.
+    pub(super) async fn cleanup(&self, incarnation: &str, announce: bool) -> redis::RedisResult<()> {
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
         let mut conn = self.conn();
-        let mut entries: Vec<String> = conn.smembers(k.nodekeys(member)).await?;
+        let mut entries: Vec<String> = conn.smembers(k.nodekeys(incarnation)).await?;
         // Counts first, announcements after: whoever reacts to a member_removed must already
-        // see the dead member's subscriptions gone.
+        // see the dead incarnation's subscriptions gone.
         entries.sort_by_key(|e| match e.as_bytes().first() {
             Some(b'c') | Some(b'n') => 0,
             _ => 1,
         });
+        let mut announced: Vec<(String, Vec<Transition>)> = Vec::new();
+        let mut add = |app: &str, t: Transition| match announced.iter_mut().find(|(a, _)| a == app) {
+            Some((_, list)) => list.push(t),
+            None => announced.push((app.to_owned(), vec![t])),
+        };
         for raw in &entries {
             let Some(entry) = Entry::decode(raw) else { continue };
             match entry {
@@ -230,12 +235,12 @@ impl RedisCluster {
                         .clean_channel
                         .key(k.chan(a, c))
                         .key(k.channels(a))
-                        .arg(member)
+                        .arg(incarnation)
                         .arg(c)
                         .invoke_async(&mut conn)
                         .await?;
-                    if let (1, Some(app)) = (vacated, self.inner.apps.by_id(a)) {
-                        self.inner.webhooks.emit(&app, WebhookEvent::ChannelVacated { channel: c.into() });
+                    if vacated == 1 {
+                        add(a, Transition::Vacated { channel: c.into() });
                     }
                 }
                 Entry::Presence(a, c) => {
@@ -243,18 +248,11 @@ impl RedisCluster {
                         .clean_hash
                         .key(k.pres(a, c))
                         .key(k.pinfo(a, c))
-                        .key(k.pmem(a, c, member))
+                        .key(k.pmem(a, c, incarnation))
                         .invoke_async(&mut conn)
                         .await?;
-                    let app = self.inner.apps.by_id(a);
                     for user_id in gone {
-                        let frame = frames::member_removed(c, &user_id);
-                        let _ = self.publish(a, c, frame.into(), None).await;
-                        if let Some(app) = &app {
-                            self.inner
-                                .webhooks
-                                .emit(app, WebhookEvent::MemberRemoved { channel: c.into(), user_id });
-                        }
+                        add(a, Transition::MemberRemoved { channel: c.into(), user_id: user_id.into() });
                     }
                 }
                 Entry::Users(a) => {
@@ -262,51 +260,55 @@ impl RedisCluster {
                         .clean_hash
                         .key(k.users(a))
                         .key(k.users(a))
-                        .key(k.umem(a, member))
+                        .key(k.umem(a, incarnation))
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in offline {
-                        let frame = frames::watchlist_events(&[], &[&user_id]);
-                        let _ = self.notify_watchers(a, &user_id, frame.into()).await;
+                        add(a, Transition::UserOffline { user_id: user_id.into() });
                     }
                 }
                 Entry::Conns(a) => {
-                    let _: i64 = conn.hdel(k.conns(a), member).await?;
+                    let _: i64 = conn.hdel(k.conns(a), incarnation).await?;
                 }
             }
         }
         redis::pipe()
-            .del(k.nodekeys(member))
+            .del(k.nodekeys(incarnation))
             .ignore()
-            .del(k.lease(member))
+            .del(k.lease(incarnation))
             .ignore()
-            .zrem(k.nodes(), member)
+            .zrem(k.nodes(), incarnation)
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
         self.inner.metrics.cleanups.inc();
+        if announce {
+            for (app_id, transitions) in announced {
+                self.announce(&app_id, Origin::Cleanup, transitions);
+            }
+        }
         Ok(())
     }
 
-    /// Claims and cleans up members whose lease ran out.
+    /// Claims and cleans up incarnations whose lease ran out.
     async fn reap(&self) -> redis::RedisResult<()> {
         let k = &self.inner.keys;
-        let me = self.member();
+        let me = self.incarnation();
         let stale: Vec<String> = self.conn().zrangebyscore(k.nodes(), "-inf", now_ms()).await?;
-        for member in stale.into_iter().filter(|m| **m != *me) {
+        for dead in stale.into_iter().filter(|m| **m != *me) {
             let claimed: i64 = self
                 .inner
                 .scripts
                 .claim
                 .key(k.nodes())
-                .key(k.lease(&member))
-                .arg(&member)
+                .key(k.lease(&dead))
+                .arg(&dead)
                 .arg(now_ms())
                 .invoke_async(&mut self.conn())
                 .await?;
             if claimed == 1 {
-                tracing::warn!(dead = %member, "lease expired: cleaning up after a dead node");
-                self.cleanup(&member).await?;
+                tracing::warn!(dead = %dead, "lease expired: cleaning up after a dead node");
+                self.cleanup(&dead, true).await?;
             }
         }
         Ok(())
@@ -323,7 +325,7 @@ pub(super) async fn run(cluster: RedisCluster) {
             _ = inner.stopped.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !inner.needs_resync.load(Ordering::Acquire) {
+        if inner.link.get() != LinkState::Down {
             let started = std::time::Instant::now();
             let renewed = cluster.renew().await;
             inner.metrics.redis_latency.observe(started.elapsed().as_secs_f64());
@@ -332,18 +334,16 @@ pub(super) async fn run(cluster: RedisCluster) {
                     inner.metrics.lease_renewals.inc();
                 }
                 Ok(false) => {
-                    tracing::warn!(member = %cluster.member(), "lease lost: this node was declared dead; rejoining");
-                    inner.healthy.store(false, Ordering::Release);
-                    inner.needs_resync.store(true, Ordering::Release);
+                    tracing::warn!(incarnation = %cluster.incarnation(), "lease lost: this node was declared dead; rejoining");
+                    inner.link.set(LinkState::Down);
                 }
                 Err(e) => cluster.degrade("renew lease", &e),
             }
         }
-        if inner.needs_resync.load(Ordering::Acquire) {
+        if inner.link.get() == LinkState::Down {
             match cluster.resync().await {
                 Ok(()) => {
-                    inner.needs_resync.store(false, Ordering::Release);
-                    inner.healthy.store(true, Ordering::Release);
+                    inner.link.set(LinkState::Up);
                 }
                 Err(e) => {
                     inner.metrics.redis_errors.inc();
@@ -358,12 +358,12 @@ pub(super) async fn run(cluster: RedisCluster) {
     }
 }
 
-/// Graceful shutdown: stop renewing and remove this member at once.
+/// Graceful shutdown: stop renewing and remove this incarnation at once.
 pub(super) async fn release(cluster: &RedisCluster) {
     cluster.inner.stopped.cancel();
-    let me = cluster.member();
-    match cluster.cleanup(&me).await {
-        Ok(()) => tracing::info!(member = %me, "left the Redis cluster"),
+    let me = cluster.incarnation();
+    match cluster.cleanup(&me, true).await {
+        Ok(()) => tracing::info!(incarnation = %me, "left the Redis cluster"),
         Err(e) => tracing::warn!(error = %e, "could not release the lease; it will expire"),
     }
 }

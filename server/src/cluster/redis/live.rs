@@ -1,9 +1,49 @@
-//! The connection socket and API operations use: it fails at once while the node is degraded,
-//! so no socket ever waits on an unreachable Redis.
+//! The link to Redis: one state ([`LinkState`]: up, rejoining, down) that decides readiness and
+//! whether socket operations try Redis at all, and the connection those operations use ([`Live`]),
+//! which fails at once while the link is down, so no socket ever waits on an unreachable Redis.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use redis::aio::ConnectionManager;
 
-/// A connection that refuses at once while the node is degraded.
+/// Where this node stands with Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum LinkState {
+    /// Redis answers: the node speaks for the whole cluster and is ready.
+    Up = 0,
+    /// A resync is republishing this node's state: its own writes go through, but the node is
+    /// not ready yet.
+    Rejoining = 1,
+    /// Redis failed or declared this node dead: socket operations use this node alone, the
+    /// node is not ready, and the lease task resyncs when Redis answers.
+    Down = 2,
+}
+
+/// The link state, shared by every task of the backend.
+#[derive(Debug, Default)]
+pub(super) struct Link(AtomicU8);
+
+impl Link {
+    pub(super) fn get(&self) -> LinkState {
+        match self.0.load(Ordering::Acquire) {
+            0 => LinkState::Up,
+            1 => LinkState::Rejoining,
+            _ => LinkState::Down,
+        }
+    }
+
+    /// Sets the state; returns the one before.
+    pub(super) fn set(&self, state: LinkState) -> LinkState {
+        match self.0.swap(state as u8, Ordering::AcqRel) {
+            0 => LinkState::Up,
+            1 => LinkState::Rejoining,
+            _ => LinkState::Down,
+        }
+    }
+}
+
+/// A connection that refuses at once while the link is down.
 pub(super) struct Live {
     pub(super) conn: ConnectionManager,
     pub(super) offline: bool,

@@ -1,9 +1,56 @@
 //! The Redis side of joining and leaving a channel: the presence and channel scripts, whose
 //! results are the cluster-wide transitions.
 
+use std::sync::Arc;
+
 use super::keys::Entry;
 use super::RedisCluster;
 use crate::channels::{AddError, Member};
+use crate::cluster::Transition;
+
+/// What the scripts decided for a join.
+pub(super) struct RemoteJoin {
+    occupied: bool,
+    member_added: bool,
+    count: u64,
+}
+
+impl RemoteJoin {
+    /// Occupied, member added, subscription count: the order the announcer wants.
+    pub(super) fn transitions(self, channel: &str, member: Option<Member>) -> Vec<Transition> {
+        let mut out = Vec::with_capacity(3);
+        if self.occupied {
+            out.push(Transition::Occupied { channel: channel.to_owned() });
+        }
+        if let (true, Some(member)) = (self.member_added, member) {
+            out.push(Transition::MemberAdded { channel: channel.to_owned(), member });
+        }
+        out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
+        out
+    }
+}
+
+/// What the scripts decided for a leave.
+pub(super) struct RemoteLeave {
+    vacated: bool,
+    member_removed: bool,
+    count: u64,
+}
+
+impl RemoteLeave {
+    /// Vacated, subscription count, member removed: the order the announcer wants.
+    pub(super) fn transitions(self, channel: &str, user_id: Option<Arc<str>>) -> Vec<Transition> {
+        let mut out = Vec::with_capacity(3);
+        if self.vacated {
+            out.push(Transition::Vacated { channel: channel.to_owned() });
+        }
+        out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
+        if let (true, Some(user_id)) = (self.member_removed, user_id) {
+            out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id });
+        }
+        out
+    }
+}
 
 impl RedisCluster {
     pub(super) async fn try_join(
@@ -12,9 +59,9 @@ impl RedisCluster {
         channel: &str,
         member: Option<&Member>,
         max_members: usize,
-    ) -> redis::RedisResult<Result<(bool, bool, u64), AddError>> {
+    ) -> redis::RedisResult<Result<RemoteJoin, AddError>> {
         let k = &self.inner.keys;
-        let me = self.member();
+        let me = self.incarnation();
         let mut conn = self.live();
         let mut member_added = false;
         if let Some(m) = member {
@@ -54,7 +101,7 @@ impl RedisCluster {
             .arg(1)
             .invoke_async(&mut conn)
             .await?;
-        Ok(Ok((before == 0, member_added, after)))
+        Ok(Ok(RemoteJoin { occupied: before == 0, member_added, count: after }))
     }
 
     pub(super) async fn try_leave(
@@ -62,9 +109,9 @@ impl RedisCluster {
         app_id: &str,
         channel: &str,
         user_id: Option<&str>,
-    ) -> redis::RedisResult<(bool, bool, u64)> {
+    ) -> redis::RedisResult<RemoteLeave> {
         let k = &self.inner.keys;
-        let me = self.member();
+        let me = self.incarnation();
         let mut conn = self.live();
         let mut member_removed = false;
         if let Some(user) = user_id {
@@ -94,6 +141,6 @@ impl RedisCluster {
             .arg(Entry::Channel(app_id, channel).encode())
             .invoke_async(&mut conn)
             .await?;
-        Ok((total == 0, member_removed, total.max(0) as u64))
+        Ok(RemoteLeave { vacated: total == 0, member_removed, count: total.max(0) as u64 })
     }
 }

@@ -1,0 +1,178 @@
+//! The one place a [`Transition`] becomes its effects: the Pusher frame to the channel's
+//! subscribers (or the user's watchers), the webhook, and the throttled subscription count.
+//! Every path that changes shared state goes through [`Announcer::announce`]: the socket paths
+//! (subscribe, unsubscribe, close, sign-in) and the cluster backend's own clean-ups and resyncs
+//! ([`Announcer::run_backend`]). Nothing else emits these frames or webhooks.
+//!
+//! Who hears a frame follows the transition's [`Origin`]: a socket's own action reaches every
+//! subscriber but that socket; a dead node's clean-up reaches everyone; a rejoining node's
+//! republish reaches the other nodes only (its own sockets never saw the change undone).
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::apps::{App, AppStore};
+use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Origin, Transition, Users};
+use crate::protocol::frames;
+use crate::subscription_count::{Decision, SubscriptionCounts};
+use crate::webhooks::{WebhookEvent, Webhooks};
+
+/// Turns transitions into frames, webhooks and subscription counts. Cheap to clone.
+#[derive(Clone)]
+pub struct Announcer {
+    fanout: Arc<dyn FanOut>,
+    users: Arc<dyn Users>,
+    /// Read when a throttled subscription count is finally sent.
+    channels: Arc<dyn ChannelState>,
+    webhooks: Webhooks,
+    counts: SubscriptionCounts,
+    /// Looked up for transitions a backend decided on its own.
+    apps: Arc<dyn AppStore>,
+}
+
+impl Announcer {
+    /// An announcer publishing through `cluster` and emitting through `webhooks`.
+    pub fn new(cluster: &Cluster, webhooks: Webhooks, apps: Arc<dyn AppStore>) -> Self {
+        Announcer {
+            fanout: cluster.fanout.clone(),
+            users: cluster.users.clone(),
+            channels: cluster.channels.clone(),
+            webhooks,
+            counts: SubscriptionCounts::default(),
+            apps,
+        }
+    }
+
+    /// Announces what a change of `app`'s state caused, in order.
+    pub async fn announce(&self, app: &Arc<App>, origin: &Origin, transitions: Vec<Transition>) {
+        self.effects(&app.id, Some(app), origin, transitions).await;
+    }
+
+    /// Announces transitions the cluster backend decided on its own (a dead node's clean-up, a
+    /// resync), until the backend drops its sender. An app that no longer exists gets its
+    /// frames but no webhooks.
+    pub async fn run_backend(self, mut rx: UnboundedReceiver<Announcement>) {
+        while let Some(announcement) = rx.recv().await {
+            match announcement {
+                Announcement::Transitions { app_id, origin, transitions } => {
+                    let app = self.apps.by_id(&app_id);
+                    self.effects(&app_id, app.as_ref(), &origin, transitions).await;
+                }
+                Announcement::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    async fn effects(
+        &self,
+        app_id: &str,
+        app: Option<&Arc<App>>,
+        origin: &Origin,
+        transitions: Vec<Transition>,
+    ) {
+        for transition in transitions {
+            match transition {
+                Transition::Occupied { channel } => {
+                    self.webhook(app, WebhookEvent::ChannelOccupied { channel });
+                }
+                Transition::Vacated { channel } => {
+                    self.webhook(app, WebhookEvent::ChannelVacated { channel });
+                }
+                Transition::MemberAdded { channel, member } => {
+                    let frame = frames::member_added(&channel, member.as_ref());
+                    self.to_channel(app_id, &channel, frame, origin).await;
+                    let user_id = member.user_id.to_string();
+                    self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
+                }
+                Transition::MemberRemoved { channel, user_id } => {
+                    // Webhook first, then the frame: the order the socket path always had.
+                    let event = WebhookEvent::MemberRemoved {
+                        channel: channel.clone(),
+                        user_id: user_id.to_string(),
+                    };
+                    self.webhook(app, event);
+                    let frame = frames::member_removed(&channel, &user_id);
+                    // The leaving socket is gone already: everyone else hears it.
+                    let origin = match origin {
+                        Origin::Socket(_) => &Origin::Cleanup,
+                        other => other,
+                    };
+                    self.to_channel(app_id, &channel, frame, origin).await;
+                }
+                Transition::SubscriptionCount { channel, count } => {
+                    if let Some(app) =
+                        app.filter(|a| a.subscription_count && !channel.starts_with("presence-"))
+                    {
+                        self.subscription_count(app, channel, count).await;
+                    }
+                }
+                Transition::UserOnline { user_id } => {
+                    self.to_watchers(app_id, &user_id, frames::watchlist_events(&[&user_id], &[]), origin)
+                        .await;
+                }
+                Transition::UserOffline { user_id } => {
+                    self.to_watchers(app_id, &user_id, frames::watchlist_events(&[], &[&user_id]), origin)
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn webhook(&self, app: Option<&Arc<App>>, event: WebhookEvent) {
+        if let Some(app) = app {
+            self.webhooks.emit(app, event);
+        }
+    }
+
+    async fn to_channel(&self, app_id: &str, channel: &str, frame: String, origin: &Origin) {
+        let frame = Utf8Bytes::from(frame);
+        match origin {
+            Origin::Rejoin => self.fanout.publish_elsewhere(app_id, channel, frame).await,
+            _ => self.fanout.publish(app_id, channel, frame, origin.except()).await,
+        }
+    }
+
+    async fn to_watchers(&self, app_id: &str, user_id: &str, frame: String, origin: &Origin) {
+        let frame = Utf8Bytes::from(frame);
+        match origin {
+            Origin::Rejoin => self.users.notify_watchers_elsewhere(app_id, user_id, frame).await,
+            _ => self.users.notify_watchers(app_id, user_id, frame).await,
+        }
+    }
+
+    /// `pusher_internal:subscription_count` and its webhook, throttled for large channels with
+    /// a trailing update so the last count is never lost.
+    async fn subscription_count(&self, app: &Arc<App>, channel: String, count: u64) {
+        match self.counts.decide(&app.id, &channel, count, Instant::now()) {
+            Decision::Now => self.send_count(app, &channel, count).await,
+            Decision::AlreadyScheduled => {}
+            Decision::Later(at) => {
+                let (announcer, app) = (self.clone(), app.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    announcer.counts.trailing_sent(&app.id, &channel);
+                    let stats = announcer.channels.channel_stats(&app.id, &channel).await;
+                    announcer.send_count(&app, &channel, stats.subscription_count).await;
+                });
+            }
+        }
+    }
+
+    async fn send_count(&self, app: &Arc<App>, channel: &str, count: u64) {
+        if count > 0 {
+            let frame = frames::subscription_count(channel, count);
+            self.fanout.publish(&app.id, channel, frame.into(), None).await;
+        }
+        let event =
+            WebhookEvent::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };
+        self.webhooks.emit(app, event);
+    }
+}
+
+#[cfg(test)]
+mod tests;
