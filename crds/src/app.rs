@@ -108,12 +108,12 @@ pub struct CredentialsSecretRef {
 impl CredentialsSecretRef {
     /// The Secret key holding the app key.
     pub fn key_key(&self) -> &str {
-        self.key_key.as_deref().unwrap_or(crate::CREDENTIALS_KEY)
+        self.key_key.as_deref().unwrap_or(crate::contract::credentials::KEY)
     }
 
     /// The Secret key holding the app secret.
     pub fn secret_key(&self) -> &str {
-        self.secret_key.as_deref().unwrap_or(crate::CREDENTIALS_SECRET)
+        self.secret_key.as_deref().unwrap_or(crate::contract::credentials::SECRET)
     }
 }
 
@@ -176,8 +176,10 @@ pub struct WebhookSpec {
     pub channel_suffix: Option<String>,
 }
 
+// One enum for the CRD, the server's config file and the server's webhook filters (the
+// contract); its doc line below is the CRD schema's description.
 /// A webhook event kind, spelled as in Pusher's webhook payloads.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEventType {
     /// A channel got its first subscriber.

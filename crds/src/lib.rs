@@ -3,9 +3,13 @@
 //!
 //! The CRD YAML in `crds/` and in the Helm chart is generated from these types by
 //! `herald-crdgen` and never edited by hand; a test fails when either copy differs.
+//!
+//! [`contract`] is what the operator and the server pods agree on beyond the CRDs: the
+//! server's config file, the Redis key schema, the credentials Secret layout.
 
 pub mod app;
 pub mod cluster;
+pub mod contract;
 
 pub use app::{PusherApp, PusherAppSpec, PusherAppStatus};
 pub use cluster::{PusherCluster, PusherClusterSpec, PusherClusterStatus};
@@ -14,13 +18,6 @@ use kube::CustomResourceExt;
 
 /// API group of both kinds.
 pub const GROUP: &str = "herald.dev";
-
-/// Default Secret key holding an app's key.
-pub const CREDENTIALS_KEY: &str = "key";
-/// Default Secret key holding an app's secret.
-pub const CREDENTIALS_SECRET: &str = "secret";
-/// Secret key holding the app id, in Secrets the operator generates.
-pub const CREDENTIALS_APP_ID: &str = "appId";
 
 /// Both CRDs as one multi-document YAML stream, as committed in `crds/herald.dev.yaml`.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -97,6 +97,27 @@ impl Applier {
             Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(api.get(&name).await?),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Deletes every object of kind `K` that carries `selector`'s labels and this applier's
+    /// owner reference but is not named in `keep`: what the owner no longer wants (an optional
+    /// object switched off, a managed Redis after a switch to an external one). Found by label,
+    /// so no list of what might once have been created is kept by hand. Returns the names
+    /// deleted.
+    pub async fn prune<K>(&self, selector: &str, keep: &[String]) -> Result<Vec<String>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    {
+        let listed = self.api::<K>().list(&ListParams::default().labels(selector)).await?;
+        let mut deleted = Vec::new();
+        for object in listed.items {
+            let name = object.name_any();
+            let ours = object.owner_references().iter().any(|r| r.uid == self.owner.uid);
+            if ours && !keep.contains(&name) && self.delete_owned::<K>(&name).await? {
+                deleted.push(name);
+            }
+        }
+        Ok(deleted)
     }
 
     /// Deletes `name` if it exists and this applier's owner owns it (an optional object that

@@ -44,6 +44,15 @@ pub fn selector(instance: &str, component: Component) -> BTreeMap<String, String
     ])
 }
 
+/// The labels every object of one cluster carries, whatever its component: how the operator
+/// finds what it created for the cluster (and deletes what it no longer wants).
+pub fn instance(instance: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), instance.to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+    ])
+}
+
 /// The selector labels plus `managed-by` and `part-of`: every object the operator creates.
 pub fn standard(instance: &str, component: Component) -> BTreeMap<String, String> {
     let mut labels = selector(instance, component);

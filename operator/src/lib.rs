@@ -17,6 +17,7 @@ pub mod conditions;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod run;
 pub mod web;
 

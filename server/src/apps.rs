@@ -115,25 +115,8 @@ pub struct App {
     pub webhook_batch_window: Duration,
 }
 
-/// The kinds of webhook event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookKind {
-    /// A channel got its first subscriber.
-    ChannelOccupied,
-    /// A channel lost its last subscriber (sent after 3 s, dropped if re-occupied).
-    ChannelVacated,
-    /// A user joined a presence channel.
-    MemberAdded,
-    /// A user's last socket left a presence channel (sent after 3 s, dropped if it returns).
-    MemberRemoved,
-    /// A client event was relayed.
-    ClientEvent,
-    /// A subscriber found a cache channel empty.
-    CacheMiss,
-    /// A channel's subscriber count changed (apps with `subscription_count`).
-    SubscriptionCount,
-}
+/// The kinds of webhook event: the contract's enum, the same one a PusherApp names.
+pub use herald_crds::contract::WebhookEventType as WebhookKind;
 
 /// One webhook endpoint with its filters.
 #[derive(Debug, Clone, PartialEq, Eq)]

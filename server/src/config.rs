@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use herald_crds::contract::ServerFile;
+
 use crate::apps::App;
 
 mod app;
 mod fields;
+mod file;
 
 use crate::protocol::frames::ErrorDialect;
 use app::{app_from_cli, app_from_table};
@@ -317,51 +320,50 @@ impl Config {
     /// Like [`Config::load`], with the config file's name and text given.
     pub fn load_with_file(cli: &Cli, file: Option<(&str, &str)>) -> Result<Config, Vec<String>> {
         let mut errors = Vec::new();
-        let file = match file {
+        let mut table = match file {
             Some((name, text)) => match text.parse::<toml::Table>() {
-                Ok(table) => Some(table),
+                Ok(table) => table,
                 Err(e) => {
                     errors.push(format!("{name}: {}", e.message()));
-                    None
+                    toml::Table::new()
                 }
             },
-            None => None,
+            None => toml::Table::new(),
         };
-        let mut file = Fields::new(file.unwrap_or_default(), "");
+        let file_apps = table.remove("apps");
+        let mut file = file::read(&mut errors, table);
         let d = Settings::default();
         let mut s = Settings {
-            bind: setting(&mut errors, "bind", cli.bind.as_deref(), file.take("bind"), d.bind),
-            port: setting(&mut errors, "port", cli.port.as_deref(), file.take("port"), d.port),
+            bind: setting(&mut errors, "bind", cli.bind.as_deref(), file.bind, d.bind),
+            port: setting(&mut errors, "port", cli.port.as_deref(), file.port, d.port),
             metrics_port: setting(
                 &mut errors,
                 "metrics_port",
                 cli.metrics_port.as_deref(),
-                file.take("metrics_port"),
+                file.metrics_port,
                 d.metrics_port,
             ),
             activity_timeout: Duration::from_secs(setting(
                 &mut errors,
                 "activity_timeout",
                 cli.activity_timeout.as_deref(),
-                file.take("activity_timeout"),
+                file.activity_timeout,
                 d.activity_timeout.as_secs(),
             )),
             pong_timeout: Duration::from_secs(setting(
                 &mut errors,
                 "pong_timeout",
                 cli.pong_timeout.as_deref(),
-                file.take("pong_timeout"),
+                file.pong_timeout,
                 d.pong_timeout.as_secs(),
             )),
             error_dialect: d.error_dialect,
-            max_queued_messages: file.take("max_queued_messages").unwrap_or(d.max_queued_messages),
-            webhook_queue_size: file.take("webhook_queue_size").unwrap_or(d.webhook_queue_size),
-            max_pending_webhooks: file.take("max_pending_webhooks").unwrap_or(d.max_pending_webhooks),
-            max_message_size: file.take("max_message_size").unwrap_or(d.max_message_size),
-            max_request_size: file.take("max_request_size").unwrap_or(d.max_request_size),
-            shutdown_grace: Duration::from_secs(
-                file.take("shutdown_grace").unwrap_or(d.shutdown_grace.as_secs()),
-            ),
+            max_queued_messages: file.max_queued_messages.unwrap_or(d.max_queued_messages),
+            webhook_queue_size: file.webhook_queue_size.unwrap_or(d.webhook_queue_size),
+            max_pending_webhooks: file.max_pending_webhooks.unwrap_or(d.max_pending_webhooks),
+            max_message_size: file.max_message_size.unwrap_or(d.max_message_size),
+            max_request_size: file.max_request_size.unwrap_or(d.max_request_size),
+            shutdown_grace: Duration::from_secs(file.shutdown_grace.unwrap_or(d.shutdown_grace.as_secs())),
             dev_auth: false,
             cluster: ClusterMode::Local,
             console: false,
@@ -370,20 +372,20 @@ impl Config {
                 &mut errors,
                 "max_connections_per_ip",
                 cli.max_connections_per_ip.as_deref(),
-                file.take("max_connections_per_ip"),
+                file.max_connections_per_ip,
                 0usize,
             ))
             .filter(|n| *n > 0),
             handshake_timeout: Duration::from_secs(
-                file.take("handshake_timeout").unwrap_or(d.handshake_timeout.as_secs()),
+                file.handshake_timeout.unwrap_or(d.handshake_timeout.as_secs()),
             ),
         };
         if s.handshake_timeout.is_zero() {
             errors.push("handshake_timeout: must be at least 1 second".into());
         }
-        let file_console: Option<bool> = file.take("console");
+        let file_console = file.console;
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
-        let dialect: Option<String> = cli.error_dialect.clone().or(file.take("error_dialect"));
+        let dialect: Option<String> = cli.error_dialect.clone().or(file.error_dialect.take());
         match dialect.as_deref() {
             None | Some("echo") => {}
             Some("pusher") => s.error_dialect = ErrorDialect::Pusher,
@@ -409,7 +411,14 @@ impl Config {
         }
 
         let mut apps = Vec::new();
-        let file_apps: Vec<toml::Value> = file.take("apps").unwrap_or_default();
+        let file_apps = match file_apps {
+            None => Vec::new(),
+            Some(toml::Value::Array(apps)) => apps,
+            Some(other) => {
+                errors.push(format!("apps: invalid value {other}: expected an array of tables"));
+                Vec::new()
+            }
+        };
         for (i, value) in file_apps.into_iter().enumerate() {
             let path = format!("apps[{i}]");
             match value {
@@ -421,7 +430,6 @@ impl Config {
                 _ => errors.push(format!("{path}: expected a table")),
             }
         }
-        errors.extend(file.finish());
         if let Some(app) = app_from_cli(&mut errors, cli) {
             apps.push(app);
         }
@@ -506,12 +514,12 @@ where
     }
 }
 
-fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Fields) -> ClusterMode {
-    let mode: Option<String> = cli.cluster.clone().or(file.take("cluster"));
-    let url: Option<String> = cli.redis_url.clone().or(file.take("redis_url"));
-    let node_id: Option<String> = cli.node_id.clone().or(file.take("node_id"));
-    let ttl = setting(errors, "lease_ttl", cli.lease_ttl.as_deref(), file.take("lease_ttl"), 10u64);
-    let prefix: String = cli.redis_prefix.clone().or(file.take("redis_prefix")).unwrap_or("herald".into());
+fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> ClusterMode {
+    let mode: Option<String> = cli.cluster.clone().or(file.cluster.take());
+    let url: Option<String> = cli.redis_url.clone().or(file.redis_url.take());
+    let node_id: Option<String> = cli.node_id.clone().or(file.node_id.take());
+    let ttl = setting(errors, "lease_ttl", cli.lease_ttl.as_deref(), file.lease_ttl, 10u64);
+    let prefix: String = cli.redis_prefix.clone().or(file.redis_prefix.take()).unwrap_or("herald".into());
     match mode.as_deref() {
         None | Some("local") => {
             if url.is_some() {

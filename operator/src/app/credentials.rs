@@ -1,7 +1,10 @@
 //! An app's key and secret: read from a Secret the user owns (never written), or generated
 //! once into a Secret the operator owns (never overwritten).
 
-use herald_crds::{PusherApp, CREDENTIALS_APP_ID, CREDENTIALS_KEY, CREDENTIALS_SECRET};
+use herald_crds::contract::credentials::{
+    self, APP_ID as CREDENTIALS_APP_ID, KEY as CREDENTIALS_KEY, SECRET as CREDENTIALS_SECRET,
+};
+use herald_crds::PusherApp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::{Api, ResourceExt};
@@ -77,20 +80,11 @@ impl Resolved {
     }
 }
 
-/// Checks one credential value: present, UTF-8, no whitespace, not empty.
+/// Checks one credential value: present, UTF-8, no whitespace, not empty (the contract's rule,
+/// the same the server pods apply).
 pub fn check_value(secret: &Secret, key: &str) -> std::result::Result<String, String> {
-    let name = secret.name_any();
-    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(key)) else {
-        return Err(format!("Secret {name} has no key {key:?}"));
-    };
-    let value = String::from_utf8(raw.0.clone())
-        .map_err(|_| format!("Secret {name} key {key:?} is not UTF-8 text"))?;
-    if value.is_empty() || value.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "Secret {name} key {key:?} is empty or contains whitespace (a trailing newline?)"
-        ));
-    }
-    Ok(value)
+    let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.as_slice());
+    credentials::value(&secret.name_any(), data, key)
 }
 
 /// Resolves the credentials of `app`; generates them (and an app id not in `taken`) when the

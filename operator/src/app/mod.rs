@@ -20,18 +20,9 @@ use crate::conditions::{self, Desired};
 use crate::{Context, Error, Result};
 use credentials::Resolved;
 
-/// Name of the Secret the operator generates for an app without `credentials.secretRef`.
-pub fn generated_secret_name(app: &str) -> String {
-    format!("{app}-credentials")
-}
-
-/// Name of the Secret holding an app's key and secret.
-pub fn credentials_secret_name(app: &PusherApp) -> String {
-    match &app.spec.credentials {
-        Some(c) => c.secret_ref.name.clone(),
-        None => generated_secret_name(&app.name_any()),
-    }
-}
+pub use herald_crds::contract::credentials::{
+    generated_name as generated_secret_name, secret_name as credentials_secret_name,
+};
 
 /// Every Secret the apps name (credentials and encryption master keys), sorted, unique: the
 /// only Secrets the cluster's server pods may read.

@@ -9,15 +9,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use redis::AsyncCommands;
 
-use crate::cluster::build::{names, REDIS_URL_KEY};
+use herald_crds::contract::keys;
+
+use crate::names::{self, REDIS_URL_KEY};
 
 /// Every Redis call gets this long.
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Prefix of the cluster's Redis keys: the operator writes it into the servers' config.
-pub fn redis_prefix(namespace: &str, cluster: &str) -> String {
-    format!("herald:{namespace}:{cluster}")
-}
 
 /// The Redis URL of a cluster, from its managed Secret or the user's.
 async fn redis_url(client: &Client, cluster: &PusherCluster, namespace: &str) -> Option<String> {
@@ -42,12 +39,12 @@ pub async fn read(
     app_id: &str,
 ) -> Option<(i64, i64)> {
     let url = redis_url(client, cluster, namespace).await?;
-    let prefix = redis_prefix(namespace, &cluster.name_any());
+    let prefix = keys::prefix(namespace, &cluster.name_any());
     let work = async {
         let redis = redis::Client::open(url.as_str()).ok()?;
         let mut conn = redis.get_multiplexed_async_connection().await.ok()?;
-        let counts: Vec<i64> = conn.hvals(format!("{prefix}:{{{app_id}}}:conns")).await.ok()?;
-        let channels: i64 = conn.scard(format!("{prefix}:{{{app_id}}}:channels")).await.ok()?;
+        let counts: Vec<i64> = conn.hvals(keys::conns(&prefix, app_id)).await.ok()?;
+        let channels: i64 = conn.scard(keys::channels(&prefix, app_id)).await.ok()?;
         Some((counts.iter().sum(), channels))
     };
     match tokio::time::timeout(TIMEOUT, work).await {

@@ -1,9 +1,10 @@
-//! Pure builders: a validated cluster in, the Kubernetes objects it needs out. No I/O, so
-//! every rule here is unit-tested without a cluster.
+//! Pure builders: a [`ValidatedCluster`] in, one builder per Kubernetes object it needs out.
+//! No I/O, so every rule here is unit-tested without a cluster.
 
 use std::collections::BTreeMap;
 
 use herald_crds::cluster::{ErrorDialect, RedisMode};
+use herald_crds::contract::{keys, ServerFile};
 use herald_crds::PusherCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -17,7 +18,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::labels::{self, Component};
+pub use crate::names::{self, REDIS_PASSWORD_KEY, REDIS_URL_KEY};
 use crate::{Error, Result};
+
+pub use super::validate::{validate, ValidatedCluster};
 
 /// WebSocket and HTTP API port inside the pod.
 pub const SERVER_PORT: i32 = 6001;
@@ -33,10 +37,6 @@ pub const PRE_STOP_SLEEP: i64 = 5;
 const SHUTDOWN_GRACE: u32 = 10;
 /// Non-root user of the server and Redis containers.
 const RUN_AS_USER: i64 = 65532;
-/// Secret key of the managed Redis password / URL.
-pub const REDIS_PASSWORD_KEY: &str = "password";
-/// Secret key of a Redis URL (managed Secret, and the default for external ones).
-pub const REDIS_URL_KEY: &str = "url";
 
 /// Everything `build` needs that is not in the cluster's spec: read from the API beforehand.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,22 +73,6 @@ pub struct RedisResources {
     pub service: Service,
 }
 
-/// Names of a cluster's objects.
-pub mod names {
-    /// Server Deployment, Service, ServiceAccount, Role, RoleBinding, ConfigMap, PDB, HPA.
-    pub fn server(cluster: &str) -> String {
-        cluster.to_owned()
-    }
-    /// Service of the metrics port.
-    pub fn metrics(cluster: &str) -> String {
-        format!("{cluster}-metrics")
-    }
-    /// Managed Redis Deployment, Service and Secret.
-    pub fn redis(cluster: &str) -> String {
-        format!("{cluster}-redis")
-    }
-}
-
 fn from_json<T: DeserializeOwned>(what: &'static str, value: serde_json::Value) -> Result<T> {
     serde_json::from_value(value).map_err(|source| Error::Serialize { what, source })
 }
@@ -97,32 +81,31 @@ fn name_of(cluster: &PusherCluster) -> Result<String> {
     cluster.metadata.name.clone().ok_or(Error::MissingMeta("name"))
 }
 
-/// The server's `herald.toml`: server settings only; apps come from the PusherApps.
+/// The server's `herald.toml`: server settings only; apps come from the PusherApps. Written
+/// from the contract's [`ServerFile`], the struct the server parses its file with.
 pub fn server_config(cluster: &PusherCluster) -> Result<String> {
     let s = &cluster.spec.server;
     let name = name_of(cluster)?;
     let namespace = cluster.metadata.namespace.clone().ok_or(Error::MissingMeta("namespace"))?;
-    let mut table = toml::map::Map::new();
-    table.insert("port".into(), SERVER_PORT.into());
-    table.insert("metrics_port".into(), METRICS_PORT.into());
-    if let Some(t) = s.activity_timeout {
-        table.insert("activity_timeout".into(), i64::from(t).into());
-    }
-    if let Some(m) = s.max_message_size {
-        table.insert("max_message_size".into(), i64::from(m).into());
-    }
-    table.insert("shutdown_grace".into(), i64::from(s.shutdown_grace.unwrap_or(SHUTDOWN_GRACE)).into());
-    if let Some(d) = s.error_dialect {
-        let dialect = match d {
-            ErrorDialect::Echo => "echo",
-            ErrorDialect::Pusher => "pusher",
-        };
-        table.insert("error_dialect".into(), dialect.into());
-    }
-    table.insert("cluster".into(), "redis".into());
-    // One Redis may serve several clusters (external mode): keep their keys apart.
-    table.insert("redis_prefix".into(), crate::app::usage::redis_prefix(&namespace, &name).into());
-    Ok(toml::to_string(&toml::Value::Table(table))?)
+    let file = ServerFile {
+        port: Some(SERVER_PORT as u16),
+        metrics_port: Some(METRICS_PORT as u16),
+        activity_timeout: s.activity_timeout.map(u64::from),
+        max_message_size: s.max_message_size.map(|m| m as usize),
+        shutdown_grace: Some(u64::from(s.shutdown_grace.unwrap_or(SHUTDOWN_GRACE))),
+        error_dialect: s.error_dialect.map(|d| {
+            match d {
+                ErrorDialect::Echo => "echo",
+                ErrorDialect::Pusher => "pusher",
+            }
+            .to_owned()
+        }),
+        cluster: Some("redis".into()),
+        // One Redis may serve several clusters (external mode): keep their keys apart.
+        redis_prefix: Some(keys::prefix(&namespace, &name)),
+        ..ServerFile::default()
+    };
+    Ok(toml::to_string(&file)?)
 }
 
 /// Hash of everything a pod reads only at start: the config file and where Redis is.
@@ -137,56 +120,76 @@ pub fn config_hash(config: &str, cluster: &PusherCluster, inputs: &Inputs) -> St
     hex::encode(&h.finalize()[..16])
 }
 
-/// Builds every object of the cluster.
+/// Builds every object of the cluster: [`validate`], then one builder per object.
 pub fn build(cluster: &PusherCluster, inputs: &Inputs) -> Result<Resources> {
-    let name = name_of(cluster)?;
-    let spec = &cluster.spec;
-    let server_labels = labels::standard(&name, Component::Server);
-    let server_selector = labels::selector(&name, Component::Server);
-    let config = server_config(cluster)?;
-    let hash = config_hash(&config, cluster, inputs);
-    let meta = |object_name: String, component: Component| json!({ "name": object_name, "labels": labels::standard(&name, component) });
+    let v = validate(cluster, inputs)?;
+    Ok(Resources {
+        service_account: service_account(&v)?,
+        role: role(&v)?,
+        role_binding: role_binding(&v)?,
+        config_map: config_map(&v)?,
+        redis: match v.spec.redis.mode {
+            RedisMode::Managed => Some(redis_resources(v.cluster, &v.name)?),
+            RedisMode::External => None,
+        },
+        deployment: deployment(&v)?,
+        service: service(&v)?,
+        metrics_service: metrics_service(&v)?,
+        pdb: pdb(&v)?,
+        hpa: hpa(&v)?,
+        network_policies: network_policies(&v)?,
+    })
+}
 
-    let service_account: ServiceAccount =
-        from_json("ServiceAccount", json!({ "metadata": meta(names::server(&name), Component::Server) }))?;
+/// Standard metadata of one of the cluster's objects.
+fn meta(v: &ValidatedCluster, object_name: String, component: Component) -> serde_json::Value {
+    json!({ "name": object_name, "labels": labels::standard(&v.name, component) })
+}
 
-    // The pods read their cluster's PusherApps and exactly the Secrets those name: never every
-    // Secret (an empty resourceNames list would mean all of them, so the rule is left out).
+fn service_account(v: &ValidatedCluster) -> Result<ServiceAccount> {
+    from_json("ServiceAccount", json!({ "metadata": meta(v, names::server(&v.name), Component::Server) }))
+}
+
+/// The pods read their cluster's PusherApps and exactly the Secrets those name: never every
+/// Secret (an empty resourceNames list would mean all of them, so the rule is left out).
+fn role(v: &ValidatedCluster) -> Result<Role> {
     let mut rules = vec![json!({
         "apiGroups": [herald_crds::GROUP], "resources": ["pusherapps"], "verbs": ["get", "list", "watch"]
     })];
-    if !inputs.app_secrets.is_empty() {
+    if !v.app_secrets.is_empty() {
         rules.push(json!({
             "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"],
-            "resourceNames": inputs.app_secrets
+            "resourceNames": v.app_secrets
         }));
     }
-    let role: Role = from_json(
+    from_json(
         "Role",
-        json!({ "metadata": meta(names::server(&name), Component::Server), "rules": rules }),
-    )?;
-    let role_binding: RoleBinding = from_json(
+        json!({ "metadata": meta(v, names::server(&v.name), Component::Server), "rules": rules }),
+    )
+}
+
+fn role_binding(v: &ValidatedCluster) -> Result<RoleBinding> {
+    from_json(
         "RoleBinding",
         json!({
-            "metadata": meta(names::server(&name), Component::Server),
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names::server(&name) },
-            "subjects": [{ "kind": "ServiceAccount", "name": names::server(&name) }]
+            "metadata": meta(v, names::server(&v.name), Component::Server),
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names::server(&v.name) },
+            "subjects": [{ "kind": "ServiceAccount", "name": names::server(&v.name) }]
         }),
-    )?;
-    let config_map: ConfigMap = from_json(
-        "ConfigMap",
-        json!({ "metadata": meta(names::server(&name), Component::Server), "data": { "herald.toml": config } }),
-    )?;
+    )
+}
 
-    let redis_url_env = match spec.redis.mode {
-        RedisMode::Managed => json!({ "name": names::redis(&name), "key": REDIS_URL_KEY }),
-        RedisMode::External => {
-            let r = spec.redis.external.as_ref().map(|e| &e.url_secret_ref);
-            let secret = r.map(|r| r.name.clone()).unwrap_or_default();
-            let key = r.and_then(|r| r.key.clone()).unwrap_or_else(|| REDIS_URL_KEY.into());
-            json!({ "name": secret, "key": key })
-        }
-    };
+fn config_map(v: &ValidatedCluster) -> Result<ConfigMap> {
+    from_json(
+        "ConfigMap",
+        json!({ "metadata": meta(v, names::server(&v.name), Component::Server), "data": { "herald.toml": v.config } }),
+    )
+}
+
+fn deployment(v: &ValidatedCluster) -> Result<Deployment> {
+    let (name, spec) = (&v.name, v.spec);
+    let server_selector = labels::selector(name, Component::Server);
+    let redis_url_env = json!({ "name": v.redis_url_secret.0, "key": v.redis_url_secret.1 });
     let grace = i64::from(spec.server.shutdown_grace.unwrap_or(SHUTDOWN_GRACE));
     let resources = match &spec.resources {
         Some(r) => {
@@ -201,12 +204,11 @@ pub fn build(cluster: &PusherCluster, inputs: &Inputs) -> Result<Resources> {
     if let Some(level) = &spec.server.log_level {
         env.push(json!({ "name": "RUST_LOG", "value": level }));
     }
-    let image = spec.image.clone().unwrap_or_else(|| inputs.default_image.clone());
     let mut container = json!({
         "name": "herald-server",
-        "image": image,
+        "image": v.image,
         "args": ["--config", "/etc/herald/herald.toml", "--apps", "kubernetes",
-                 "--cluster-name", name, "--namespace", cluster.metadata.namespace.clone().unwrap_or_default()],
+                 "--cluster-name", name, "--namespace", v.namespace],
         "env": env,
         "ports": [
             { "name": "http", "containerPort": SERVER_PORT, "protocol": "TCP" },
@@ -226,9 +228,9 @@ pub fn build(cluster: &PusherCluster, inputs: &Inputs) -> Result<Resources> {
         "selector": { "matchLabels": server_selector },
         "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
         "template": {
-            "metadata": { "labels": server_labels, "annotations": { labels::CONFIG_HASH: hash } },
+            "metadata": { "labels": labels::standard(name, Component::Server), "annotations": { labels::CONFIG_HASH: v.config_hash } },
             "spec": {
-                "serviceAccountName": names::server(&name),
+                "serviceAccountName": names::server(name),
                 "terminationGracePeriodSeconds": grace + PRE_STOP_SLEEP + 5,
                 "securityContext": pod_security(),
                 "topologySpreadConstraints": [{
@@ -236,7 +238,7 @@ pub fn build(cluster: &PusherCluster, inputs: &Inputs) -> Result<Resources> {
                     "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": { "matchLabels": server_selector }
                 }],
                 "containers": [container],
-                "volumes": [{ "name": "config", "configMap": { "name": names::server(&name) } }]
+                "volumes": [{ "name": "config", "configMap": { "name": names::server(name) } }]
             }
         }
     });
@@ -245,114 +247,109 @@ pub fn build(cluster: &PusherCluster, inputs: &Inputs) -> Result<Resources> {
     if spec.autoscaling.is_none() {
         deployment_spec["replicas"] = spec.replicas.into();
     }
-    let deployment: Deployment = from_json(
+    from_json(
         "Deployment",
-        json!({ "metadata": meta(names::server(&name), Component::Server), "spec": deployment_spec }),
-    )?;
+        json!({ "metadata": meta(v, names::server(name), Component::Server), "spec": deployment_spec }),
+    )
+}
 
-    let mut service_meta = meta(names::server(&name), Component::Server);
-    if !spec.service.annotations.is_empty() {
-        service_meta["annotations"] = json!(spec.service.annotations);
+fn service(v: &ValidatedCluster) -> Result<Service> {
+    let mut service_meta = meta(v, names::server(&v.name), Component::Server);
+    if !v.spec.service.annotations.is_empty() {
+        service_meta["annotations"] = json!(v.spec.service.annotations);
     }
-    let service: Service = from_json(
+    from_json(
         "Service",
         json!({
             "metadata": service_meta,
             "spec": {
-                "type": spec.service.type_.as_str(),
-                "selector": server_selector,
-                "ports": [{ "name": "http", "port": spec.service.port.unwrap_or(SERVER_PORT), "targetPort": "http", "protocol": "TCP" }]
+                "type": v.spec.service.type_.as_str(),
+                "selector": labels::selector(&v.name, Component::Server),
+                "ports": [{ "name": "http", "port": v.spec.service.port.unwrap_or(SERVER_PORT), "targetPort": "http", "protocol": "TCP" }]
             }
         }),
-    )?;
-    let metrics_service: Service = from_json(
+    )
+}
+
+fn metrics_service(v: &ValidatedCluster) -> Result<Service> {
+    from_json(
         "Service",
         json!({
-            "metadata": meta(names::metrics(&name), Component::Server),
+            "metadata": meta(v, names::metrics(&v.name), Component::Server),
             "spec": {
                 "type": "ClusterIP",
-                "selector": server_selector,
+                "selector": labels::selector(&v.name, Component::Server),
                 "ports": [{ "name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP" }]
             }
         }),
-    )?;
+    )
+}
 
-    let pdb = if spec.pod_disruption_budget.enabled {
-        Some(from_json(
-            "PodDisruptionBudget",
+fn pdb(v: &ValidatedCluster) -> Result<Option<PodDisruptionBudget>> {
+    if !v.spec.pod_disruption_budget.enabled {
+        return Ok(None);
+    }
+    from_json(
+        "PodDisruptionBudget",
+        json!({
+            "metadata": meta(v, names::server(&v.name), Component::Server),
+            "spec": {
+                "maxUnavailable": v.spec.pod_disruption_budget.max_unavailable,
+                "selector": { "matchLabels": labels::selector(&v.name, Component::Server) }
+            }
+        }),
+    )
+    .map(Some)
+}
+
+fn hpa(v: &ValidatedCluster) -> Result<Option<HorizontalPodAutoscaler>> {
+    let Some(a) = &v.spec.autoscaling else { return Ok(None) };
+    from_json(
+        "HorizontalPodAutoscaler",
+        json!({
+            "metadata": meta(v, names::server(&v.name), Component::Server),
+            "spec": {
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": names::server(&v.name) },
+                "minReplicas": a.min_replicas,
+                "maxReplicas": a.max_replicas,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu",
+                    "target": { "type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage } } }]
+            }
+        }),
+    )
+    .map(Some)
+}
+
+fn network_policies(v: &ValidatedCluster) -> Result<Option<[NetworkPolicy; 2]>> {
+    if !v.spec.network_policy.enabled {
+        return Ok(None);
+    }
+    let server_selector = labels::selector(&v.name, Component::Server);
+    Ok(Some([
+        from_json(
+            "NetworkPolicy",
             json!({
-                "metadata": meta(names::server(&name), Component::Server),
-                "spec": { "maxUnavailable": spec.pod_disruption_budget.max_unavailable, "selector": { "matchLabels": server_selector } }
-            }),
-        )?)
-    } else {
-        None
-    };
-    let hpa = match &spec.autoscaling {
-        Some(a) => Some(from_json(
-            "HorizontalPodAutoscaler",
-            json!({
-                "metadata": meta(names::server(&name), Component::Server),
+                "metadata": meta(v, names::server(&v.name), Component::Server),
                 "spec": {
-                    "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": names::server(&name) },
-                    "minReplicas": a.min_replicas,
-                    "maxReplicas": a.max_replicas,
-                    "metrics": [{ "type": "Resource", "resource": { "name": "cpu",
-                        "target": { "type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage } } }]
+                    "podSelector": { "matchLabels": server_selector },
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{ "ports": [{ "port": SERVER_PORT, "protocol": "TCP" }, { "port": METRICS_PORT, "protocol": "TCP" }] }]
                 }
             }),
-        )?),
-        None => None,
-    };
-
-    let redis = match spec.redis.mode {
-        RedisMode::Managed => Some(redis_resources(cluster, &name)?),
-        RedisMode::External => None,
-    };
-    let redis_selector = labels::selector(&name, Component::Redis);
-    let network_policies = if spec.network_policy.enabled {
-        Some([
-            from_json(
-                "NetworkPolicy",
-                json!({
-                    "metadata": meta(names::server(&name), Component::Server),
-                    "spec": {
-                        "podSelector": { "matchLabels": server_selector },
-                        "policyTypes": ["Ingress"],
-                        "ingress": [{ "ports": [{ "port": SERVER_PORT, "protocol": "TCP" }, { "port": METRICS_PORT, "protocol": "TCP" }] }]
-                    }
-                }),
-            )?,
-            from_json(
-                "NetworkPolicy",
-                json!({
-                    "metadata": meta(names::redis(&name), Component::Redis),
-                    "spec": {
-                        "podSelector": { "matchLabels": redis_selector },
-                        "policyTypes": ["Ingress"],
-                        "ingress": [{ "from": [{ "podSelector": { "matchLabels": server_selector } }],
-                                      "ports": [{ "port": REDIS_PORT, "protocol": "TCP" }] }]
-                    }
-                }),
-            )?,
-        ])
-    } else {
-        None
-    };
-
-    Ok(Resources {
-        service_account,
-        role,
-        role_binding,
-        config_map,
-        redis,
-        deployment,
-        service,
-        metrics_service,
-        pdb,
-        hpa,
-        network_policies,
-    })
+        )?,
+        from_json(
+            "NetworkPolicy",
+            json!({
+                "metadata": meta(v, names::redis(&v.name), Component::Redis),
+                "spec": {
+                    "podSelector": { "matchLabels": labels::selector(&v.name, Component::Redis) },
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{ "from": [{ "podSelector": { "matchLabels": server_selector } }],
+                                  "ports": [{ "port": REDIS_PORT, "protocol": "TCP" }] }]
+                }
+            }),
+        )?,
+    ]))
 }
 
 fn container_security() -> serde_json::Value {

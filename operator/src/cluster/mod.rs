@@ -1,8 +1,11 @@
-//! The PusherCluster controller: dereference (apps, external Redis Secret) → build (pure) →
-//! apply (server-side, in order) → status.
+//! The PusherCluster controller: dereference (apps, external Redis Secret) → validate
+//! ([`validate`]: one value the builders take) → build ([`build`]: a pure builder per object) →
+//! apply (server-side, in order; what is no longer wanted is found by label and deleted) →
+//! status ([`status`]).
 
 pub mod build;
 pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use herald_crds::cluster::RedisMode;
 use herald_crds::{PusherApp, PusherCluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
@@ -20,8 +23,8 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use crate::apply::{Applier, CLUSTER_MANAGER};
-use crate::{app, Context, Error, Result};
-use build::{names, Inputs, Resources};
+use crate::{app, labels, Context, Error, Result};
+use build::{Inputs, Resources};
 
 /// What the dereference phase found about the external Redis URL Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +75,10 @@ pub async fn reconcile(cluster: Arc<PusherCluster>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(requeue))
 }
 
-/// Applies the built objects, identity and configuration before the pods that use them.
+/// Applies the built objects, identity and configuration before the pods that use them, then
+/// deletes the objects of this cluster it no longer wants (found by label and owner).
 async fn apply(cluster: &PusherCluster, ctx: &Context, resources: Resources) -> Result<()> {
     let applier = Applier::new(ctx.client.clone(), cluster, CLUSTER_MANAGER)?;
-    let name = cluster.name_any();
     // Destructured without `..`: a new kind of object does not compile until it is applied.
     let Resources {
         service_account,
@@ -90,45 +93,48 @@ async fn apply(cluster: &PusherCluster, ctx: &Context, resources: Resources) -> 
         hpa,
         network_policies,
     } = resources;
+    let mut kept = Kept::default();
     applier.apply(service_account).await?;
     applier.apply(role).await?;
     applier.apply(role_binding).await?;
     applier.apply(config_map).await?;
-    match redis {
-        Some(redis) => {
-            applier.create_once(build::redis_secret(cluster, applier.namespace())?).await?;
-            applier.apply(redis.service).await?;
-            applier.apply(redis.deployment).await?;
-        }
-        None => {
-            applier.delete_owned::<Deployment>(&names::redis(&name)).await?;
-            applier.delete_owned::<k8s_openapi::api::core::v1::Service>(&names::redis(&name)).await?;
-            applier.delete_owned::<Secret>(&names::redis(&name)).await?;
-        }
+    if let Some(redis) = redis {
+        kept.secrets
+            .push(applier.create_once(build::redis_secret(cluster, applier.namespace())?).await?.name_any());
+        kept.services.push(applier.apply(redis.service).await?.name_any());
+        kept.deployments.push(applier.apply(redis.deployment).await?.name_any());
     }
-    applier.apply(deployment).await?;
-    applier.apply(service).await?;
-    applier.apply(metrics_service).await?;
-    match pdb {
-        Some(pdb) => drop(applier.apply(pdb).await?),
-        None => drop(applier.delete_owned::<PodDisruptionBudget>(&names::server(&name)).await?),
+    kept.deployments.push(applier.apply(deployment).await?.name_any());
+    kept.services.push(applier.apply(service).await?.name_any());
+    kept.services.push(applier.apply(metrics_service).await?.name_any());
+    if let Some(pdb) = pdb {
+        kept.pdbs.push(applier.apply(pdb).await?.name_any());
     }
-    match hpa {
-        Some(hpa) => drop(applier.apply(hpa).await?),
-        None => drop(applier.delete_owned::<HorizontalPodAutoscaler>(&names::server(&name)).await?),
+    if let Some(hpa) = hpa {
+        kept.hpas.push(applier.apply(hpa).await?.name_any());
     }
-    match network_policies {
-        Some(policies) => {
-            for policy in policies {
-                applier.apply(policy).await?;
-            }
-        }
-        None => {
-            applier.delete_owned::<NetworkPolicy>(&names::server(&name)).await?;
-            applier.delete_owned::<NetworkPolicy>(&names::redis(&name)).await?;
-        }
+    for policy in network_policies.into_iter().flatten() {
+        kept.network_policies.push(applier.apply(policy).await?.name_any());
     }
+    let selector = labels::to_selector_string(&labels::instance(&cluster.name_any()));
+    applier.prune::<Deployment>(&selector, &kept.deployments).await?;
+    applier.prune::<Service>(&selector, &kept.services).await?;
+    applier.prune::<Secret>(&selector, &kept.secrets).await?;
+    applier.prune::<PodDisruptionBudget>(&selector, &kept.pdbs).await?;
+    applier.prune::<HorizontalPodAutoscaler>(&selector, &kept.hpas).await?;
+    applier.prune::<NetworkPolicy>(&selector, &kept.network_policies).await?;
     Ok(())
+}
+
+/// Names of what one reconcile applied, by kind: everything else of the cluster's is pruned.
+#[derive(Default)]
+struct Kept {
+    deployments: Vec<String>,
+    services: Vec<String>,
+    secrets: Vec<String>,
+    pdbs: Vec<String>,
+    hpas: Vec<String>,
+    network_policies: Vec<String>,
 }
 
 async fn external_redis(cluster: &PusherCluster, ctx: &Context, namespace: &str) -> Result<ExternalRedis> {

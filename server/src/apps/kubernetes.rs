@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use herald_crds::app::WebhookEventType;
-use herald_crds::{PusherApp, CREDENTIALS_APP_ID, CREDENTIALS_KEY, CREDENTIALS_SECRET};
+use herald_crds::contract::credentials;
+use herald_crds::PusherApp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{App, AppStore, WebhookKind, WebhookTarget};
+use super::{App, AppStore, WebhookTarget};
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,36 +78,12 @@ impl AppStore for KubeApps {
 
 /// Name of the Secret an app's credentials are in.
 pub fn credentials_secret(app: &PusherApp) -> String {
-    match &app.spec.credentials {
-        Some(c) => c.secret_ref.name.clone(),
-        None => format!("{}-credentials", app.name_any()),
-    }
+    credentials::secret_name(app)
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Result<String, String> {
-    let raw = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| format!("Secret {} has no key {key:?}", secret.name_any()))?;
-    let value = String::from_utf8(raw.0.clone())
-        .map_err(|_| format!("Secret {} key {key:?} is not UTF-8", secret.name_any()))?;
-    if value.is_empty() || value.chars().any(char::is_whitespace) {
-        return Err(format!("Secret {} key {key:?} is empty or has whitespace", secret.name_any()));
-    }
-    Ok(value)
-}
-
-fn webhook_kind(kind: WebhookEventType) -> WebhookKind {
-    match kind {
-        WebhookEventType::ChannelOccupied => WebhookKind::ChannelOccupied,
-        WebhookEventType::ChannelVacated => WebhookKind::ChannelVacated,
-        WebhookEventType::MemberAdded => WebhookKind::MemberAdded,
-        WebhookEventType::MemberRemoved => WebhookKind::MemberRemoved,
-        WebhookEventType::ClientEvent => WebhookKind::ClientEvent,
-        WebhookEventType::CacheMiss => WebhookKind::CacheMiss,
-        WebhookEventType::SubscriptionCount => WebhookKind::SubscriptionCount,
-    }
+    let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.as_slice());
+    credentials::value(&secret.name_any(), data, key)
 }
 
 /// The server's view of one PusherApp, given its credentials Secret. Pure.
@@ -117,12 +93,12 @@ pub fn app_from_resource(resource: &PusherApp, secret: Option<&Secret>) -> Resul
     let secret = secret.ok_or_else(|| format!("Secret {secret_name} is missing or not readable"))?;
     let (key_key, secret_key) = match &spec.credentials {
         Some(c) => (c.secret_ref.key_key(), c.secret_ref.secret_key()),
-        None => (CREDENTIALS_KEY, CREDENTIALS_SECRET),
+        None => (credentials::KEY, credentials::SECRET),
     };
     let key = secret_value(secret, key_key)?;
     let signing_secret = secret_value(secret, secret_key)?;
     let generated_id =
-        if spec.credentials.is_none() { secret_value(secret, CREDENTIALS_APP_ID).ok() } else { None };
+        if spec.credentials.is_none() { secret_value(secret, credentials::APP_ID).ok() } else { None };
     let id = spec
         .app_id
         .clone()
@@ -157,7 +133,7 @@ pub fn app_from_resource(resource: &PusherApp, secret: Option<&Secret>) -> Resul
         .iter()
         .map(|w| WebhookTarget {
             url: w.url.clone(),
-            event_types: w.event_types.iter().copied().map(webhook_kind).collect(),
+            event_types: w.event_types.clone(),
             channel_prefix: w.channel_prefix.clone(),
             channel_suffix: w.channel_suffix.clone(),
         })
@@ -454,7 +430,7 @@ mod tests {
         let s = secret("pusher", &[("PUSHER_KEY", "k"), ("PUSHER_SECRET", "s")]);
         let app = app_from_resource(&r, Some(&s)).expect("app");
         assert_eq!((app.id.as_str(), app.key.as_str()), ("42", "k"));
-        assert_eq!(app.webhooks[0].event_types, vec![WebhookKind::MemberAdded]);
+        assert_eq!(app.webhooks[0].event_types, vec![crate::apps::WebhookKind::MemberAdded]);
     }
 
     #[test]

@@ -156,3 +156,33 @@ fn service_type_port_and_annotations_come_from_the_spec() {
     let metrics = r.metrics_service.spec.expect("spec");
     assert_eq!(metrics.type_.as_deref(), Some("ClusterIP"), "metrics never go through a load balancer");
 }
+
+#[test]
+fn the_config_file_the_operator_writes_is_the_one_the_server_loads() {
+    use herald_server::config::{Cli, ClusterMode, Config};
+    use std::time::Duration;
+    let c = cluster(json!({
+        "server": { "activityTimeout": 60, "maxMessageSize": 2048, "shutdownGrace": 7, "errorDialect": "pusher" }
+    }));
+    let text = server_config(&c).expect("config");
+    // What the Deployment passes besides the file: args and the Redis URL from a Secret.
+    let cli = Cli {
+        apps: Some("kubernetes".into()),
+        cluster_name: Some("main".into()),
+        namespace: Some("chat".into()),
+        redis_url: Some("redis://redis.chat.svc:6379/0".into()),
+        node_id: Some("main-abc".into()),
+        ..Cli::default()
+    };
+    let config = Config::load_with_file(&cli, Some(("herald.toml", &text))).expect("the server accepts it");
+    let s = &config.settings;
+    assert_eq!((s.port, s.metrics_port), (SERVER_PORT as u16, METRICS_PORT as u16));
+    assert_eq!(s.activity_timeout, Duration::from_secs(60));
+    assert_eq!(s.max_message_size, 2048);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(7));
+    assert_eq!(s.error_dialect, herald_server::protocol::frames::ErrorDialect::Pusher);
+    match &s.cluster {
+        ClusterMode::Redis(redis) => assert_eq!(redis.prefix, "herald:chat:main"),
+        other => panic!("expected the Redis backend, got {other:?}"),
+    }
+}
