@@ -1,14 +1,21 @@
 //! herald-operator: reconciles `PusherCluster` (server pods, Services, Redis, RBAC) and
 //! `PusherApp` (app id, credentials, status) with kube-runtime controllers.
 //!
-//! Layout, one reconcile = dereference → validate → build (pure) → apply → status:
-//! - [`cluster`]: the PusherCluster controller; [`cluster::build`] turns a spec into objects.
-//! - [`app`]: the PusherApp controller (credentials, app ids).
-//! - [`apply`]: server-side apply with one field manager per controller, standard labels.
+//! Layout, one reconcile = dereference → validate → build (pure) → apply → status; modules in
+//! layers, each importing only from the ones below (see `docs/architecture.md`):
+//! - [`run`]: wiring (namespaces, controllers, leader election, shutdown).
+//! - [`cluster`]: the PusherCluster controller; [`cluster::validate`] makes the one value the
+//!   builders take, [`cluster::build`] has a pure builder per object, [`cluster::status`].
+//! - [`app`]: the PusherApp controller (credentials, app ids, live usage).
+//! - [`apply`]: server-side apply with one field manager per controller, create-once Secrets,
+//!   pruning of owned objects no longer wanted (found by label).
 //! - [`conditions`]: status conditions whose `lastTransitionTime` moves only on a flip.
 //! - [`metrics`], [`web`]: the controller metrics trio, `/metrics` and `/healthz`.
 //! - [`leader`]: optional Lease-based leader election for 2+ replicas.
-//! - [`run`]: wiring (namespaces, controllers, shutdown).
+//! - [`names`], [`labels`]: object names, Secret keys and labels, shared by both controllers.
+//!
+//! What the operator and the server pods agree on (config file, Redis keys, credentials
+//! Secret, webhook kinds) is `herald_crds::contract`.
 
 pub mod app;
 pub mod apply;

@@ -514,6 +514,24 @@ where
     }
 }
 
+/// A Redis URL fit to print: its password (and a user name's) replaced by `***`. Logs, errors
+/// and the banner only ever show this form.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        // Not a URL: show its scheme at most, never what might be a secret.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "(not a URL)".to_owned(),
+        },
+    }
+}
+
 fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> ClusterMode {
     let mode: Option<String> = cli.cluster.clone().or(file.cluster.take());
     let url: Option<String> = cli.redis_url.clone().or(file.redis_url.take());
@@ -533,7 +551,10 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
                 return ClusterMode::Local;
             };
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push(format!("redis_url must start with redis:// or rediss://, got {url:?}"));
+                errors.push(format!(
+                    "redis_url must start with redis:// or rediss://, got {:?}",
+                    redacted_url(&url)
+                ));
             }
             let node_id = node_id.unwrap_or_else(default_node_id);
             if node_id.is_empty()

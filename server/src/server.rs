@@ -85,7 +85,8 @@ impl Server {
                 RedisCluster::connect(redis.clone(), registry, announcements.clone(), metrics.clone())
                     .await
                     .map_err(|e| {
-                        io::Error::other(format!("cannot join the Redis cluster at {}: {e}", redis.url))
+                        let url = crate::config::redacted_url(&redis.url);
+                        io::Error::other(format!("cannot join the Redis cluster at {url}: {e}"))
                     })?,
             ),
         };

@@ -117,3 +117,21 @@ async fn secrets_stay_out_of_logs_metrics_and_errors() {
     }
     assert!(bodies.contains("Invalid signature"), "the wrong signature was refused: {bodies}");
 }
+
+#[tokio::test]
+async fn a_redis_password_stays_out_of_the_start_up_error() {
+    let password = "r3dis-pw-never-printed-41c";
+    let output = Command::new(server_binary())
+        .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--cluster", "redis"])
+        // Nothing listens on port 1: the server cannot join and says so.
+        .args(["--redis-url", &format!("redis://:{password}@127.0.0.1:1/0")])
+        .env("HERALD_LOG", "trace")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output).await.expect("exits").expect("run");
+    assert!(!output.status.success());
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(all.contains("cannot join the Redis cluster at redis://:***@127.0.0.1:1/0"), "{all}");
+    assert!(!all.contains(password), "the password was printed:\n{all}");
+}

@@ -189,3 +189,14 @@ fn a_missing_config_file_is_an_error_not_a_silent_default() {
     let errors = Config::load(&cli(&["--config", "/nonexistent/herald.toml"])).unwrap_err();
     assert!(errors[0].contains("cannot read config file"));
 }
+
+#[test]
+fn a_redis_password_is_never_shown() {
+    assert_eq!(redacted_url("redis://:hunter2@redis.chat.svc:6379/0"), "redis://:***@redis.chat.svc:6379/0");
+    assert_eq!(redacted_url("rediss://app:hunter2@h:6380"), "rediss://app:***@h:6380");
+    assert_eq!(redacted_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    let errors =
+        Config::load(&cli(&["--cluster", "redis", "--redis-url", "http://:hunter2@h/"])).unwrap_err();
+    let all = errors.join("\n");
+    assert!(all.contains("redis_url must start with") && !all.contains("hunter2"), "{all}");
+}
