@@ -133,7 +133,12 @@ impl Announcer {
         let frame = Utf8Bytes::from(frame);
         match origin {
             Origin::Rejoin => self.fanout.publish_elsewhere(app_id, channel, frame).await,
-            _ => self.fanout.publish(app_id, channel, frame, origin.except()).await,
+            _ => {
+                if let Err(e) = self.fanout.publish(app_id, channel, frame, origin.except()).await {
+                    // The node degrades; its resync republishes the state this frame told of.
+                    tracing::debug!(app_id, channel, error = %e, "transition frame not sent to every node");
+                }
+            }
         }
     }
 
@@ -166,7 +171,9 @@ impl Announcer {
     async fn send_count(&self, app: &Arc<App>, channel: &str, count: u64) {
         if count > 0 {
             let frame = frames::subscription_count(channel, count);
-            self.fanout.publish(&app.id, channel, frame.into(), None).await;
+            if let Err(e) = self.fanout.publish(&app.id, channel, frame.into(), None).await {
+                tracing::debug!(app_id = %app.id, channel, error = %e, "subscription count not sent to every node");
+            }
         }
         let event =
             WebhookEvent::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };

@@ -136,12 +136,27 @@ impl From<LocalStats> for ChannelStats {
     }
 }
 
+/// Why a frame may not have reached the other nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    /// Redis refused or dropped the publish (or this node is cut off from it): the other nodes'
+    /// subscribers did not get the frame. This node's own subscribers did.
+    #[error("the other nodes could not be reached through Redis: {0}")]
+    Unreachable(String),
+}
+
 /// Frames to a channel's subscribers on every node.
 #[async_trait]
 pub trait FanOut: Send + Sync + 'static {
     /// Delivers a serialized frame to every subscriber of the channel on every node, except the
-    /// socket `except`.
-    async fn publish(&self, app_id: &str, channel: &str, frame: Utf8Bytes, except: Option<&str>);
+    /// socket `except`. This node's subscribers always get it; an error says the others may not.
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+    ) -> Result<(), FanOutError>;
     /// Delivers a frame to the channel's subscribers on the other nodes only.
     async fn publish_elsewhere(&self, _app_id: &str, _channel: &str, _frame: Utf8Bytes) {}
 }

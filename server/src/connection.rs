@@ -510,7 +510,16 @@ impl Connection {
                 user_id: user_id.as_deref().map(str::to_owned),
             },
         );
-        self.state.cluster.fanout.publish(&self.app.id, channel, frame.into(), Some(&self.socket_id)).await;
+        let published = self
+            .state
+            .cluster
+            .fanout
+            .publish(&self.app.id, channel, frame.into(), Some(&self.socket_id))
+            .await;
+        if let Err(e) = published {
+            // Pusher has no answer to a client event; the node is degraded and not ready.
+            debug!(channel, error = %e, "client event reached this node's subscribers only");
+        }
         Ok(())
     }
 

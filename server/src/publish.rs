@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::apps::App;
-use crate::cluster::{Cache, ChannelState, Cluster, FanOut};
+use crate::cluster::{Cache, ChannelState, Cluster, FanOut, FanOutError};
 use crate::console_log::{ConsoleLog, LogEntry};
 use crate::metrics::{AppLabel, Metrics};
 use crate::protocol::{frames, is_socket_id, parse_channel, ChannelKind, ChannelName, ChannelNameError};
@@ -73,6 +73,10 @@ pub enum PublishError {
     /// Unknown `info` attribute.
     #[error("Unknown info attribute {0:?}; expected user_count or subscription_count")]
     UnknownInfo(String),
+    /// The event reached this node's subscribers but maybe not the other nodes' (Redis
+    /// unreachable): the SDKs retry on 503.
+    #[error("Cluster state is unavailable (Redis unreachable); retry shortly")]
+    Unavailable(#[from] FanOutError),
     /// The app's backend-events rate limit refused the request.
     #[error("Rate limit exceeded: {limit} is {per_second}")]
     RateLimited {
@@ -238,7 +242,7 @@ impl Publisher {
         let channels = body.take_channels();
         let event = self.check(app, validate(app, body, channels))?;
         self.check_rate(app, event.channels.len())?;
-        let info = self.publish(app, &event).await;
+        let info = self.publish(app, &event).await?;
         Ok(event.info.any().then_some(info))
     }
 
@@ -262,7 +266,7 @@ impl Publisher {
         self.check_rate(app, events.len())?;
         let mut results = Vec::with_capacity(events.len());
         for event in &events {
-            let mut info = self.publish(app, event).await;
+            let mut info = self.publish(app, event).await?;
             let attrs = event.channels.first().and_then(|(c, _)| info.remove(c)).unwrap_or(json!({}));
             results.push(attrs);
         }
@@ -276,7 +280,7 @@ impl Publisher {
         let channels = body.channel.take().into_iter().collect();
         let event = self.check(app, validate(app, body, channels))?;
         self.check_rate(app, event.channels.len())?;
-        self.publish(app, &event).await;
+        self.publish(app, &event).await?;
         Ok(())
     }
 
@@ -304,7 +308,7 @@ impl Publisher {
     }
 
     /// Publishes a validated event; returns the `info` attributes of each channel when asked.
-    async fn publish(&self, app: &App, event: &Event) -> Map<String, Value> {
+    async fn publish(&self, app: &App, event: &Event) -> Result<Map<String, Value>, PublishError> {
         let counter = self.metrics.api_events.get_or_create(&AppLabel::new(&app.id)).clone();
         let mut info = Map::new();
         for (channel, name) in &event.channels {
@@ -312,7 +316,7 @@ impl Publisher {
             if name.cache {
                 self.cache.cache_set(&app.id, channel, frame.clone(), app.cache_ttl).await;
             }
-            self.fanout.publish(&app.id, channel, frame, event.socket_id.as_deref()).await;
+            self.fanout.publish(&app.id, channel, frame, event.socket_id.as_deref()).await?;
             counter.inc();
             self.console.emit(|| {
                 LogEntry::new(&app.id, "server_event").channel(channel).event(&event.name).detail(&event.data)
@@ -329,6 +333,6 @@ impl Publisher {
                 info.insert(channel.clone(), Value::Object(attrs));
             }
         }
-        info
+        Ok(info)
     }
 }

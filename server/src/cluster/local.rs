@@ -8,7 +8,9 @@ use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{Cache, ChannelState, ChannelStats, FanOut, Health, PresenceFull, Transition, Users};
+use super::{
+    Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, PresenceFull, Transition, Users,
+};
 use crate::channels::{Added, Member, Registry, Removed};
 use crate::outbox::Outbox;
 use crate::protocol::CloseReason;
@@ -84,8 +86,15 @@ pub(super) fn left(channel: &str, removed: Removed) -> Vec<Transition> {
 
 #[async_trait]
 impl FanOut for LocalCluster {
-    async fn publish(&self, app_id: &str, channel: &str, frame: Utf8Bytes, except: Option<&str>) {
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+    ) -> Result<(), FanOutError> {
         self.registry.broadcast(app_id, channel, &frame, except);
+        Ok(())
     }
 }
 

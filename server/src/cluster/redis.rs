@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use self::keys::{Entry, Keys, Scripts};
 use self::live::{Link, LinkState, Live};
 use super::{
-    AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, Health, Origin, PresenceFull,
-    RedisSettings, Transition, Users,
+    AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Origin,
+    PresenceFull, RedisSettings, Transition, Users,
 };
 use crate::channels::{Member, Registry};
 use crate::metrics::Metrics;
@@ -52,6 +52,9 @@ struct Inner {
     subscriber: ConnectionManager,
     /// The current incarnation, `{node_id}:{random}`.
     incarnation: RwLock<Arc<str>>,
+    /// Every incarnation this process has run as: messages from them are its own (already
+    /// delivered locally). Another process with the same node id is someone else.
+    own: RwLock<Vec<Arc<str>>>,
     /// Whether Redis answers for this node: up, rejoining, or down.
     link: Link,
     /// Count-changing socket operations hold it shared; a resync holds it exclusively while it
@@ -114,6 +117,7 @@ impl RedisCluster {
                 registry,
                 conn,
                 subscriber,
+                own: RwLock::new(vec![incarnation.clone()]),
                 incarnation: RwLock::new(incarnation),
                 link: Link::default(),
                 epoch: RwLock::new(String::new()),
@@ -124,6 +128,7 @@ impl RedisCluster {
                 stopped: CancellationToken::new(),
             }),
         };
+        cluster.warn_about_twins().await;
         cluster.register().await?;
         let (_, epoch) = cluster.current_epoch().await?;
         cluster.remember_epoch(epoch);
@@ -133,6 +138,26 @@ impl RedisCluster {
         tokio::spawn(lease::run(cluster.clone()));
         tracing::info!(incarnation = %cluster.incarnation(), "joined the Redis cluster");
         Ok(cluster)
+    }
+
+    /// Whether a bus message's origin is this process (any of its incarnations).
+    fn is_own(&self, origin: &str) -> bool {
+        self.inner.own.read().unwrap_or_else(|p| p.into_inner()).iter().any(|i| **i == *origin)
+    }
+
+    /// Logs when another live process already runs under this node id: both work (each is its
+    /// own incarnation), but per-node views such as the console and logs are then ambiguous.
+    async fn warn_about_twins(&self) {
+        let prefix = format!("{}:", self.inner.settings.node_id);
+        let live: redis::RedisResult<Vec<String>> =
+            self.conn().zrangebyscore(self.inner.keys.nodes(), lease::now_ms(), "+inf").await;
+        if let Some(twin) = live.unwrap_or_default().into_iter().find(|i| i.starts_with(&prefix)) {
+            tracing::warn!(
+                node_id = %self.inner.settings.node_id,
+                other = %twin,
+                "another live node uses this node id; both run as distinct incarnations, but give each its own --node-id"
+            );
+        }
     }
 
     fn incarnation(&self) -> Arc<str> {
@@ -206,13 +231,28 @@ impl RedisCluster {
         }
     }
 
-    /// Sends a frame to the other nodes' subscribers of a channel.
-    async fn broadcast_remote(&self, app_id: &str, channel: &str, frame: &str, except: Option<&str>) {
+    /// Sends a frame to the other nodes' subscribers of a channel. A timed-out publish counts
+    /// as sent: Redis received it and delivers it when it answers again (a stall, not a loss).
+    async fn broadcast_remote(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &str,
+        except: Option<&str>,
+    ) -> Result<(), FanOutError> {
         let payload = bus::encode(&self.incarnation(), except, frame);
         let result: redis::RedisResult<i64> =
             self.live().publish(self.inner.keys.bus(app_id, channel), payload).await;
-        if let Err(e) = result {
-            self.degrade("publish", &e);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.degrade("publish", &e);
+                if e.is_timeout() {
+                    Ok(())
+                } else {
+                    Err(FanOutError::Unreachable(e.to_string()))
+                }
+            }
         }
     }
 
@@ -232,13 +272,20 @@ fn member_from(user_id: String, info: String) -> Member {
 
 #[async_trait]
 impl FanOut for RedisCluster {
-    async fn publish(&self, app_id: &str, channel: &str, frame: Utf8Bytes, except: Option<&str>) {
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+    ) -> Result<(), FanOutError> {
         self.inner.registry.broadcast(app_id, channel, &frame, except);
-        self.broadcast_remote(app_id, channel, frame.as_str(), except).await;
+        self.broadcast_remote(app_id, channel, frame.as_str(), except).await
     }
 
     async fn publish_elsewhere(&self, app_id: &str, channel: &str, frame: Utf8Bytes) {
-        self.broadcast_remote(app_id, channel, frame.as_str(), None).await;
+        // A rejoin's announcement that fails is repeated by the next resync.
+        let _ = self.broadcast_remote(app_id, channel, frame.as_str(), None).await;
     }
 }
 

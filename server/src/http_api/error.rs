@@ -108,6 +108,7 @@ impl ApiError {
             ApiError::Publish(e) => match e {
                 PublishError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 PublishError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                PublishError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 PublishError::InvalidJson(_)
                 | PublishError::Missing(_)
                 | PublishError::ChannelCount { .. }

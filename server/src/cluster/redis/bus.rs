@@ -57,8 +57,7 @@ pub async fn run(cluster: RedisCluster, mut rx: UnboundedReceiver<PushInfo>) {
 
 fn handle(cluster: &RedisCluster, channel: &str, payload: &str) {
     let Some((origin, rest)) = payload.split_once('\n') else { return };
-    let node = origin.rsplit_once(':').map_or(origin, |(node, _)| node);
-    if node == cluster.inner.settings.node_id {
+    if cluster.is_own(origin) {
         return;
     }
     let registry = &cluster.inner.registry;

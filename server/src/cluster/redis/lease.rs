@@ -16,7 +16,7 @@ use super::{new_incarnation, RedisCluster};
 use crate::channels::AppSnapshot;
 use crate::cluster::{Origin, Transition};
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -118,6 +118,15 @@ impl RedisCluster {
     }
 
     fn set_incarnation(&self, incarnation: std::sync::Arc<str>) {
+        let mut own = self.inner.own.write().unwrap_or_else(|p| p.into_inner());
+        if !own.contains(&incarnation) {
+            // Only recent incarnations can still have messages in flight.
+            if own.len() >= 8 {
+                own.remove(0);
+            }
+            own.push(incarnation.clone());
+        }
+        drop(own);
         *self.inner.incarnation.write().unwrap_or_else(|p| p.into_inner()) = incarnation;
     }
 
