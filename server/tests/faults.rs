@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use herald_testkit::nodes::{Node, Redis};
 use herald_testkit::*;
 use serde_json::json;
@@ -65,4 +67,114 @@ async fn an_event_redis_did_not_take_is_answered_503_never_200() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(far.next().await["data"], "2");
+}
+
+/// Opens `sockets` connections to `node`, each subscribed to `per_socket` channels `bulk-N`.
+async fn bulk_subscribers(node: &Node, sockets: usize, per_socket: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for s in 0..sockets {
+        let mut c = connect(node.addr).await;
+        for i in 0..per_socket {
+            let channel = format!("bulk-{}", s * per_socket + i);
+            c.send(json!({"event":"pusher:subscribe","data":{"channel":channel}})).await;
+        }
+        for _ in 0..per_socket {
+            assert_eq!(c.next().await["event"], "pusher_internal:subscription_succeeded");
+        }
+        clients.push(c);
+    }
+    clients
+}
+
+async fn scard(redis: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("SCARD").arg(key).query_async(redis).await.expect("SCARD")
+}
+
+#[tokio::test]
+async fn a_cleanup_cut_short_by_a_redis_stall_is_finished_by_another_claim() {
+    let redis = Redis::start().await;
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut poll = client.get_multiplexed_async_connection().await.expect("redis");
+    let n1 = Node::spawn(&redis, "n1", &[]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    // n1 holds 3,000 channels and a presence member: its clean-up takes a while.
+    let _bulk = bulk_subscribers(&n1, 3, 1000).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-x", "ada", json!({})).await;
+    let channels_key = format!("herald:{{{APP_ID}}}:channels");
+    let held = scard(&mut poll, &channels_key).await;
+    assert_eq!(held, 3001);
+
+    // A connection kept ready to stall Redis the moment the clean-up starts.
+    let mut staller = tokio::net::TcpStream::connect(("127.0.0.1", redis.port)).await.expect("redis");
+    let mut n1 = n1;
+    n1.kill9().await;
+    // The moment n2 starts taking n1's channels away, Redis stalls for 2 s: longer than any
+    // Redis call may take, so n2's clean-up fails half-way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scard(&mut poll, &channels_key).await == held {
+        assert!(std::time::Instant::now() < deadline, "n2 never started cleaning up after n1");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    staller.write_all(b"DEBUG SLEEP 2\r\n").await.expect("DEBUG SLEEP");
+    let mut reply = [0u8; 5];
+    staller.read_exact(&mut reply).await.expect("DEBUG SLEEP answered");
+    assert_eq!(&reply, b"+OK\r\n", "Redis refused DEBUG SLEEP");
+    let left_after_stall = scard(&mut poll, &channels_key).await;
+    assert!(left_after_stall > 0, "the stall came too late to cut the clean-up short");
+
+    // Another claim finishes it: no occupied channel and no ghost member stay behind.
+    let api = Api::new(n2.addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let channels = scard(&mut poll, &channels_key).await;
+        let (status, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-x/users"), &[]).await;
+        if channels == 0 && status == 200 && users["users"].as_array().is_some_and(|u| u.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{channels} of n1's channels and users {users} still there long after the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_killed_within_a_second_are_both_cleaned_up() {
+    let redis = Redis::start().await;
+    let mut n1 = Node::spawn(&redis, "n1", &[]).await;
+    let mut n2 = Node::spawn(&redis, "n2", &[]).await;
+    let n3 = Node::spawn(&redis, "n3", &[]).await;
+    let mut watcher = connect(n3.addr).await;
+    watcher.join("presence-room", "watcher", json!({})).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    let mut bob = connect(n2.addr).await;
+    bob.join("presence-room", "bob", json!({})).await;
+    let mut seen_added = 0;
+    while seen_added < 2 {
+        if watcher.next().await["event"] == "pusher_internal:member_added" {
+            seen_added += 1;
+        }
+    }
+    n1.kill9().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n2.kill9().await;
+    let mut removed = Vec::new();
+    while removed.len() < 2 {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(20), watcher.next()).await.expect("member_removed");
+        if frame["event"] == "pusher_internal:member_removed" {
+            let data: serde_json::Value =
+                serde_json::from_str(frame["data"].as_str().unwrap_or("{}")).unwrap();
+            removed.push(data["user_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    removed.sort();
+    assert_eq!(removed, ["ada", "bob"]);
+    let (_, users) =
+        Api::new(n3.addr).get(&format!("/apps/{APP_ID}/channels/presence-room/users"), &[]).await;
+    assert_eq!(users["users"], json!([{ "id": "watcher" }]));
+    watcher.assert_silent(Duration::from_millis(500)).await;
 }

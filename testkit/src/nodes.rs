@@ -50,6 +50,9 @@ impl Redis {
                 "",
                 "--appendonly",
                 "no",
+                // Fault tests stall Redis with DEBUG SLEEP (refused unless enabled).
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -60,6 +60,11 @@ impl Keys {
     pub fn lease(&self, incarnation: &str) -> String {
         format!("{}:lease:{incarnation}", self.prefix)
     }
+    /// STRING with a TTL: who is cleaning up after a dead incarnation. While it lives no other
+    /// node claims that incarnation; if the claimer dies, it expires and another node finishes.
+    pub fn claim(&self, incarnation: &str) -> String {
+        format!("{}:claim:{incarnation}", self.prefix)
+    }
     /// ZSET incarnation → lease expiry (ms): how live nodes find stale ones without scanning keys.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -249,13 +254,17 @@ impl Scripts {
                  redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[1])
                  return 1",
             ),
-            // KEYS nodes, lease of the stale incarnation; ARGV incarnation, now_ms → 1 for the one claimer
+            // KEYS nodes, lease of the stale incarnation, its claim; ARGV incarnation, now_ms,
+            // hold_ms, claimer → 1 for the one claimer. The incarnation stays in `nodes` (its
+            // score moved past the claim's expiry) until its clean-up ends, so a claimer that
+            // dies half-way leaves it for another node to find.
             claim: plain(
                 "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
                  if not s then return 0 end
                  if tonumber(s) > tonumber(ARGV[2]) then return 0 end
                  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-                 redis.call('ZREM', KEYS[1], ARGV[1])
+                 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[3]) then return 0 end
+                 redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
                  return 1",
             ),
         }

@@ -281,10 +281,15 @@ impl RedisCluster {
                 }
             }
         }
+        // Leaving `nodes` comes last: until then, a clean-up cut short is found and finished by
+        // another node (every step above is idempotent).
         redis::pipe()
+            .atomic()
             .del(k.nodekeys(incarnation))
             .ignore()
             .del(k.lease(incarnation))
+            .ignore()
+            .del(k.claim(incarnation))
             .ignore()
             .zrem(k.nodes(), incarnation)
             .ignore()
@@ -299,6 +304,12 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// How long a claim keeps other nodes off a dead incarnation's clean-up: two lease TTLs.
+    /// A claimer that dies or stalls longer hands the clean-up to the next node that looks.
+    fn claim_hold(&self) -> std::time::Duration {
+        self.inner.settings.lease_ttl * 2
+    }
+
     /// Claims and cleans up incarnations whose lease ran out.
     async fn reap(&self) -> redis::RedisResult<()> {
         let k = &self.inner.keys;
@@ -311,8 +322,11 @@ impl RedisCluster {
                 .claim
                 .key(k.nodes())
                 .key(k.lease(&dead))
+                .key(k.claim(&dead))
                 .arg(&dead)
                 .arg(now_ms())
+                .arg(self.claim_hold().as_millis() as u64)
+                .arg(&*me)
                 .invoke_async(&mut self.conn())
                 .await?;
             if claimed == 1 {
