@@ -74,6 +74,15 @@ pub struct ServerFile {
     /// Prefix of every Redis key and channel ([`keys::prefix`] for operator-run clusters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_prefix: Option<String>,
+    /// PEM file of a private CA that signs the Redis server's certificate (`rediss://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<String>,
+    /// PEM file of a client certificate for Redis (mutual TLS), with `redis_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_cert_file: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_key_file: Option<String>,
 }
 
 /// The Redis key schema, as far as anyone but the server reads it. Every per-app key carries

@@ -99,6 +99,15 @@ pub struct Cli {
     /// Prefix of every Redis key and channel [default: herald].
     #[arg(long, env = "HERALD_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// PEM file of a private CA for a `rediss://` Redis [default: the system's roots].
+    #[arg(long, env = "HERALD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis with mutual TLS (needs --redis-key-file).
+    #[arg(long, env = "HERALD_REDIS_CERT_FILE")]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-cert-file.
+    #[arg(long, env = "HERALD_REDIS_KEY_FILE")]
+    pub redis_key_file: Option<PathBuf>,
     /// Id of a single app defined by flags.
     #[arg(long, env = "HERALD_APP_ID")]
     pub app_id: Option<String>,
@@ -208,6 +217,18 @@ pub struct RedisSettings {
     pub lease_ttl: Duration,
     /// Prefix of every key and channel.
     pub prefix: String,
+    /// TLS material beyond the system's roots, for `rediss://` URLs.
+    pub tls: RedisTls,
+}
+
+/// TLS files for Redis: a private CA, and a client certificate for mutual TLS. Read (and
+/// checked) when the node connects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) that sign the server's certificate; none: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// The cluster backend.
@@ -538,6 +559,18 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
     let node_id: Option<String> = cli.node_id.clone().or(file.node_id.take());
     let ttl = setting(errors, "lease_ttl", cli.lease_ttl.as_deref(), file.lease_ttl, 10u64);
     let prefix: String = cli.redis_prefix.clone().or(file.redis_prefix.take()).unwrap_or("herald".into());
+    let ca_file = cli.redis_ca_file.clone().or(file.redis_ca_file.take().map(PathBuf::from));
+    let cert_file = cli.redis_cert_file.clone().or(file.redis_cert_file.take().map(PathBuf::from));
+    let key_file = cli.redis_key_file.clone().or(file.redis_key_file.take().map(PathBuf::from));
+    let client = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            errors.push("--redis-cert-file and --redis-key-file go together (mutual TLS)".into());
+            None
+        }
+    };
+    let tls = RedisTls { ca_file, client };
     match mode.as_deref() {
         None | Some("local") => {
             if url.is_some() {
@@ -565,10 +598,21 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
             if ttl < 3 {
                 errors.push("lease_ttl: must be at least 3 seconds".into());
             }
+            if tls != RedisTls::default() && !url.starts_with("rediss://") {
+                errors.push(
+                    "--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL".into(),
+                );
+            }
             if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
                 errors.push(format!("redis_prefix {prefix:?} must be non-empty without braces or spaces"));
             }
-            ClusterMode::Redis(RedisSettings { url, node_id, lease_ttl: Duration::from_secs(ttl), prefix })
+            ClusterMode::Redis(RedisSettings {
+                url,
+                node_id,
+                lease_ttl: Duration::from_secs(ttl),
+                prefix,
+                tls,
+            })
         }
         Some(other) => {
             errors.push(format!("cluster: expected 'local' or 'redis', got {other:?}"));

@@ -42,6 +42,7 @@ fn with_backend(mut config: Config) -> Config {
                 node_id: format!("test-{id}"),
                 lease_ttl: Duration::from_secs(3),
                 prefix: format!("herald-test-{id}"),
+                tls: Default::default(),
             });
     }
     config

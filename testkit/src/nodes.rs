@@ -25,21 +25,134 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// TLS files made with openssl in a temporary directory: a CA, Redis's certificate for
+/// 127.0.0.1 signed by it, a client certificate signed by it, and a second CA that signed
+/// nothing here (the wrong CA).
+pub struct TlsFiles {
+    pub dir: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    pub fn make() -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!("herald-tls-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let run = |args: &[&str]| {
+            let out =
+                std::process::Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for ca in ["ca", "wrong-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=herald test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        for (name, ext) in [
+            ("redis", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext file");
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ]);
+        }
+        TlsFiles { dir }
+    }
+
+    /// Path of one of the files (`ca.pem`, `wrong-ca.pem`, `client.pem`, `client.key`, ...).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A redis-server without persistence, killed on drop.
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// TLS only (no plaintext port), requiring client certificates signed by this CA.
+    tls: Option<(String, String, String)>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
         let port = free_port();
-        let mut r = Redis { child: None, port };
+        let mut r = Redis { child: None, port, tls: None };
+        r.launch().await;
+        r
+    }
+
+    /// A TLS-only Redis (`--port 0 --tls-port`) that requires a client certificate.
+    pub async fn start_tls(files: &TlsFiles) -> Redis {
+        let port = free_port();
+        let tls = (files.path("redis.pem"), files.path("redis.key"), files.path("ca.pem"));
+        let mut r = Redis { child: None, port, tls: Some(tls) };
         r.launch().await;
         r
     }
 
     async fn launch(&mut self) {
+        if let Some((cert, key, ca)) = self.tls.clone() {
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &ca])
+                .args(["--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server must be installed (./scripts/test installs it)");
+            self.child = Some(child);
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("TLS redis-server did not start on port {}", self.port);
+        }
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -76,7 +189,10 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// SIGKILL: Redis goes away with all its data.
@@ -249,6 +365,7 @@ impl Node {
                 .and_then(|p| p.split('/').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0),
+            tls: None,
         };
         let node = Node::spawn(&redis, node_id, &[]).await;
         std::mem::forget(redis);

@@ -76,6 +76,35 @@ fn new_incarnation(node_id: &str) -> Arc<str> {
     format!("{node_id}:{:016x}", rand::random::<u64>()).into()
 }
 
+/// The Redis client of `settings`: plain, or TLS (`rediss://`) with the system's roots or the
+/// given CA, and a client certificate for mutual TLS. A file that cannot be read is an error
+/// that names it.
+fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
+    let url = resp3(&settings.url);
+    let tls = &settings.tls;
+    if tls.ca_file.is_none() && tls.client.is_none() {
+        return redis::Client::open(url);
+    }
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read a TLS file",
+                format!("{what} {}: {e}", path.display()),
+            ))
+        })
+    };
+    let root_cert = tls.ca_file.as_deref().map(|p| read(p, "--redis-ca-file")).transpose()?;
+    let client_tls = match &tls.client {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert, "--redis-cert-file")?,
+            client_key: read(key, "--redis-key-file")?,
+        }),
+        None => None,
+    };
+    redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls, root_cert })
+}
+
 fn resp3(url: &str) -> String {
     if url.contains("protocol=") {
         url.to_owned()
@@ -95,7 +124,7 @@ impl RedisCluster {
         announce: AnnounceSender,
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<RedisCluster> {
-        let client = redis::Client::open(resp3(&settings.url))?;
+        let client = client(&settings)?;
         // Bounded waits: a socket task must never hang on an unreachable Redis.
         let bounded = || {
             ConnectionManagerConfig::new()
