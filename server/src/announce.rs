@@ -9,13 +9,16 @@
 //! republish reaches the other nodes only (its own sockets never saw the change undone).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::apps::{App, AppStore};
-use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Origin, Transition, Users};
+use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Hold, Origin, Transition, Users};
 use crate::protocol::frames;
 use crate::subscription_count::{Decision, SubscriptionCounts};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -31,6 +34,10 @@ pub struct Announcer {
     counts: SubscriptionCounts,
     /// Looked up for transitions a backend decided on its own.
     apps: Arc<dyn AppStore>,
+    /// Webhooks held cluster-wide, waiting for their window to end.
+    holds: TaskTracker,
+    /// Cancelled at shutdown: held webhooks end their window at once.
+    release_now: CancellationToken,
 }
 
 impl Announcer {
@@ -43,6 +50,18 @@ impl Announcer {
             webhooks,
             counts: SubscriptionCounts::default(),
             apps,
+            holds: TaskTracker::new(),
+            release_now: CancellationToken::new(),
+        }
+    }
+
+    /// Shutdown: ends the window of every webhook held cluster-wide now (what nothing came
+    /// back for is sent, as a node's own held webhooks are), waiting at most `grace`.
+    pub async fn release_holds(&self, grace: Duration) {
+        self.release_now.cancel();
+        self.holds.close();
+        if tokio::time::timeout(grace, self.holds.wait()).await.is_err() {
+            tracing::warn!("held webhooks still waiting at shutdown were abandoned");
         }
     }
 
@@ -77,25 +96,30 @@ impl Announcer {
     ) {
         for transition in transitions {
             match transition {
-                Transition::Occupied { channel } => {
-                    self.webhook(app, WebhookEvent::ChannelOccupied { channel });
+                Transition::Occupied { channel, returned } => {
+                    // Back within the vacate's window: neither webhook goes out.
+                    if !returned {
+                        self.webhook(app, WebhookEvent::ChannelOccupied { channel });
+                    }
                 }
-                Transition::Vacated { channel } => {
-                    self.webhook(app, WebhookEvent::ChannelVacated { channel });
+                Transition::Vacated { channel, hold } => {
+                    self.held_webhook(app, hold, WebhookEvent::ChannelVacated { channel });
                 }
-                Transition::MemberAdded { channel, member } => {
+                Transition::MemberAdded { channel, member, returned } => {
                     let frame = frames::member_added(&channel, member.as_ref());
                     self.to_channel(app_id, &channel, frame, origin).await;
-                    let user_id = member.user_id.to_string();
-                    self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
+                    if !returned {
+                        let user_id = member.user_id.to_string();
+                        self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
+                    }
                 }
-                Transition::MemberRemoved { channel, user_id } => {
+                Transition::MemberRemoved { channel, user_id, hold } => {
                     // Webhook first, then the frame: the order the socket path always had.
                     let event = WebhookEvent::MemberRemoved {
                         channel: channel.clone(),
                         user_id: user_id.to_string(),
                     };
-                    self.webhook(app, event);
+                    self.held_webhook(app, hold, event);
                     let frame = frames::member_removed(&channel, &user_id);
                     // The leaving socket is gone already: everyone else hears it.
                     let origin = match origin {
@@ -127,6 +151,26 @@ impl Announcer {
         if let Some(app) = app {
             self.webhooks.emit(app, event);
         }
+    }
+
+    /// A `channel_vacated` / `member_removed` webhook: held by the webhook queue (one node), or
+    /// held cluster-wide, in which case it is sent after the window only if the backend says
+    /// nothing came back meanwhile.
+    fn held_webhook(&self, app: Option<&Arc<App>>, hold: Option<Hold>, event: WebhookEvent) {
+        let Some(app) = app else { return };
+        let Some(hold) = hold else { return self.webhooks.emit(app, event) };
+        let (channels, webhooks, app) = (self.channels.clone(), self.webhooks.clone(), app.clone());
+        let release_now = self.release_now.clone();
+        let window = self.webhooks.window();
+        self.holds.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(window) => {}
+                _ = release_now.cancelled() => {}
+            }
+            if channels.release(&hold).await {
+                webhooks.emit_settled(&app, event);
+            }
+        });
     }
 
     async fn to_channel(&self, app_id: &str, channel: &str, frame: String, origin: &Origin) {

@@ -38,11 +38,17 @@ pub enum Transition {
     Occupied {
         /// The channel.
         channel: String,
+        /// It came back within the window of its vacate, decided cluster-wide: neither
+        /// `channel_vacated` nor this `channel_occupied` is a webhook.
+        returned: bool,
     },
     /// The channel's last subscriber anywhere left.
     Vacated {
         /// The channel.
         channel: String,
+        /// The webhook held cluster-wide for the window; `None`: held by this node's webhook
+        /// queue (one node).
+        hold: Option<Hold>,
     },
     /// A user's first socket anywhere joined a presence channel.
     MemberAdded {
@@ -50,6 +56,9 @@ pub enum Transition {
         channel: String,
         /// The user and the `user_info` it signed.
         member: Member,
+        /// The user came back within the window of its removal, decided cluster-wide: the
+        /// frame goes to the channel, but neither webhook is sent.
+        returned: bool,
     },
     /// A user's last socket anywhere left a presence channel.
     MemberRemoved {
@@ -57,6 +66,8 @@ pub enum Transition {
         channel: String,
         /// The user.
         user_id: Arc<str>,
+        /// The webhook held cluster-wide for the window (see [`Transition::Vacated`]).
+        hold: Option<Hold>,
     },
     /// A socket subscribed to or unsubscribed from a channel: its cluster-wide count now.
     SubscriptionCount {
@@ -75,6 +86,17 @@ pub enum Transition {
         /// The user.
         user_id: Arc<str>,
     },
+}
+
+/// A `channel_vacated` or `member_removed` webhook held in the shared state for the window. A
+/// return anywhere deletes it; [`ChannelState::release`] after the window says whether it is
+/// still to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Where the hold is kept.
+    pub(crate) key: String,
+    /// Which hold it is (a newer one may have replaced it).
+    pub(crate) token: String,
 }
 
 /// Who caused a batch of transitions, which decides who hears their frames.
@@ -187,6 +209,11 @@ pub trait ChannelState: Send + Sync + 'static {
     async fn channels(&self, app_id: &str, prefix: Option<&str>) -> Vec<(String, ChannelStats)>;
     /// The members of a presence channel.
     async fn members(&self, app_id: &str, channel: &str) -> Vec<Member>;
+    /// Ends a held webhook's window: true when nothing came back and the webhook is to be sent
+    /// now (exactly one caller gets true for a hold).
+    async fn release(&self, _hold: &Hold) -> bool {
+        true
+    }
 }
 
 /// Signed-in users, their watchers, and terminating them.

@@ -161,6 +161,8 @@ impl Server {
         if announcements.send(Announcement::Flush(flushed)).is_ok() {
             let _ = tokio::time::timeout(grace, done).await;
         }
+        // Webhooks held cluster-wide end their window now, as the webhook queue's own do.
+        state.announcer.release_holds(grace).await;
         webhooks.shutdown(grace).await;
         ops_task.await.map_err(io::Error::other)??;
         Ok(())

@@ -117,6 +117,8 @@ impl WebhookEvent {
 struct Queued {
     app: Arc<App>,
     event: WebhookEvent,
+    /// Its window was kept cluster-wide already: not held again here.
+    settled: bool,
 }
 
 /// Counters of the webhook pipeline, per app.
@@ -171,6 +173,7 @@ impl Default for WebhookSettings {
 pub struct Webhooks {
     tx: mpsc::Sender<Queued>,
     metrics: WebhookMetrics,
+    window: Duration,
 }
 
 /// The running pipeline: stop it after the sockets are closed so their last events go out.
@@ -198,6 +201,7 @@ impl Webhooks {
         console: crate::console_log::ConsoleLog,
     ) -> (Webhooks, WebhookPipeline) {
         let (tx, rx) = mpsc::channel(settings.queue_size);
+        let window = settings.debounce;
         let m = WebhookMetrics {
             console,
             queued: metrics.webhooks_queued.clone(),
@@ -209,17 +213,33 @@ impl Webhooks {
         let tasks = TaskTracker::new();
         let worker = worker::Worker::new(settings, m.clone(), tasks.clone());
         tasks.spawn(worker.run(rx, stop.clone()));
-        (Webhooks { tx, metrics: m }, WebhookPipeline { stop, tasks })
+        (Webhooks { tx, metrics: m, window }, WebhookPipeline { stop, tasks })
     }
 
-    /// Queues an event for the app's webhook targets that want it. Never waits.
+    /// Queues an event for the app's webhook targets that want it. Never waits. A
+    /// `channel_vacated` / `member_removed` is held for the window here (one node).
     pub fn emit(&self, app: &Arc<App>, event: WebhookEvent) {
+        self.queue(app, event, false);
+    }
+
+    /// Queues an event whose window was already kept elsewhere (cluster-wide, in Redis): it is
+    /// sent without being held again.
+    pub fn emit_settled(&self, app: &Arc<App>, event: WebhookEvent) {
+        self.queue(app, event, true);
+    }
+
+    /// How long `channel_vacated` and `member_removed` wait for the channel or member to return.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn queue(&self, app: &Arc<App>, event: WebhookEvent, settled: bool) {
         let kind = event.kind();
         if !app.webhooks.iter().any(|t| t.wants(kind, event.channel())) {
             return;
         }
         self.metrics.queued.get_or_create(&AppLabel::new(&app.id)).inc();
-        if let Err(e) = self.tx.try_send(Queued { app: app.clone(), event }) {
+        if let Err(e) = self.tx.try_send(Queued { app: app.clone(), event, settled }) {
             let reason = match e {
                 mpsc::error::TrySendError::Full(_) => "queue_full",
                 mpsc::error::TrySendError::Closed(_) => "shutting_down",
@@ -243,7 +263,7 @@ impl Webhooks {
             failed: metrics.webhooks_failed.clone(),
             dropped: metrics.webhooks_dropped.clone(),
         };
-        (Webhooks { tx, metrics: m }, Recorded(rx))
+        (Webhooks { tx, metrics: m, window: DEBOUNCE }, Recorded(rx))
     }
 }
 
@@ -255,7 +275,14 @@ pub(crate) struct Recorded(mpsc::Receiver<Queued>);
 impl Recorded {
     /// Every event emitted so far, with its app id.
     pub(crate) fn drain(&mut self) -> Vec<(String, WebhookEvent)> {
-        std::iter::from_fn(|| self.0.try_recv().ok()).map(|q| (q.app.id.clone(), q.event)).collect()
+        self.drain_settled().into_iter().map(|(app, event, _)| (app, event)).collect()
+    }
+
+    /// Every event emitted so far, with its app id and whether its window was kept elsewhere.
+    pub(crate) fn drain_settled(&mut self) -> Vec<(String, WebhookEvent, bool)> {
+        std::iter::from_fn(|| self.0.try_recv().ok())
+            .map(|q| (q.app.id.clone(), q.event, q.settled))
+            .collect()
     }
 }
 

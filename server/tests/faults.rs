@@ -178,3 +178,61 @@ async fn two_nodes_killed_within_a_second_are_both_cleaned_up() {
     assert_eq!(users["users"], json!([{ "id": "watcher" }]));
     watcher.assert_silent(Duration::from_millis(500)).await;
 }
+
+fn names(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let who = e["user_id"].as_str().map(|u| format!(":{u}")).unwrap_or_default();
+            format!(
+                "{}:{}{who}",
+                e["name"].as_str().unwrap_or_default(),
+                e["channel"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_member_who_moves_to_another_node_within_the_window_sends_no_webhook() {
+    // A presence user's socket on n1 closes and the user is back on n2 0.3 s later (a pod
+    // moved, a network flap). Pusher sends neither member_removed nor channel_vacated for a
+    // return within 3 s; the window must hold across nodes, not just on one.
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let n2 = Node::spawn(&redis, "n2", &webhook).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    hooks
+        .wait_for(Duration::from_secs(5), |e| {
+            names(e).contains(&"member_added:presence-room:ada".to_owned())
+                && names(e).contains(&"channel_occupied:presence-room".to_owned())
+        })
+        .await;
+
+    drop(ada);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ada = connect(n2.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    // Past the 3 s window, with room for a slow webhook.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let seen = names(&hooks.events());
+    let mut expected =
+        vec!["channel_occupied:presence-room".to_owned(), "member_added:presence-room:ada".to_owned()];
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "the backend saw the user leave while online, or join twice: {seen:?}");
+
+    // A real leave still goes out, once, after the window.
+    drop(ada);
+    let events = hooks
+        .wait_for(Duration::from_secs(10), |e| {
+            names(e).contains(&"member_removed:presence-room:ada".to_owned())
+        })
+        .await;
+    let removed = names(&events).iter().filter(|n| n.starts_with("member_removed")).count();
+    assert_eq!(removed, 1);
+}

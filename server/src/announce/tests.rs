@@ -58,8 +58,8 @@ async fn a_socket_joining_a_presence_channel_tells_the_others_but_not_itself() {
     let mut other = subscriber(&f.registry, "presence-a", "1.1");
     let mut joiner = subscriber(&f.registry, "presence-a", "1.2");
     let transitions = vec![
-        Transition::Occupied { channel: "presence-a".into() },
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u") },
+        Transition::Occupied { channel: "presence-a".into(), returned: false },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: false },
         Transition::SubscriptionCount { channel: "presence-a".into(), count: 2 },
     ];
     f.announcer.announce(&f.app, &Origin::Socket("1.2".into()), transitions).await;
@@ -81,7 +81,8 @@ async fn a_socket_joining_a_presence_channel_tells_the_others_but_not_itself() {
 async fn a_member_removed_reaches_every_remaining_subscriber_with_its_webhook() {
     let mut f = fixture(false);
     let mut a = subscriber(&f.registry, "presence-a", "1.1");
-    let transitions = vec![Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into() }];
+    let transitions =
+        vec![Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into(), hold: None }];
     f.announcer.announce(&f.app, &Origin::Socket("1.1".into()), transitions).await;
     let heard = frames(&mut a);
     assert!(heard.len() == 1 && heard[0].contains("pusher_internal:member_removed"), "{heard:?}");
@@ -99,7 +100,7 @@ async fn subscription_counts_go_to_non_presence_channels_of_apps_that_enable_the
     let mut f = fixture(true);
     let mut a = subscriber(&f.registry, "private-a", "1.1");
     let transitions = vec![
-        Transition::Vacated { channel: "other".into() },
+        Transition::Vacated { channel: "other".into(), hold: None },
         Transition::SubscriptionCount { channel: "private-a".into(), count: 1 },
         Transition::SubscriptionCount { channel: "presence-b".into(), count: 1 },
     ];
@@ -136,8 +137,8 @@ async fn a_rejoining_node_announces_only_to_the_other_nodes() {
     let mut f = fixture(false);
     let mut local = subscriber(&f.registry, "presence-a", "1.1");
     let transitions = vec![
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u") },
-        Transition::Occupied { channel: "presence-a".into() },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: false },
+        Transition::Occupied { channel: "presence-a".into(), returned: false },
     ];
     f.announcer.announce(&f.app, &Origin::Rejoin, transitions).await;
     assert!(frames(&mut local).is_empty(), "this node's sockets never saw the member go");
@@ -150,7 +151,8 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
     let mut a = subscriber(&f.registry, "presence-a", "1.1");
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(f.announcer.clone().run_backend(rx));
-    let removed = |u: &str| Transition::MemberRemoved { channel: "presence-a".into(), user_id: u.into() };
+    let removed =
+        |u: &str| Transition::MemberRemoved { channel: "presence-a".into(), user_id: u.into(), hold: None };
     tx.send(Announcement::Transitions {
         app_id: "1".into(),
         origin: Origin::Cleanup,
@@ -160,7 +162,7 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
     tx.send(Announcement::Transitions {
         app_id: "gone".into(),
         origin: Origin::Cleanup,
-        transitions: vec![Transition::Vacated { channel: "c".into() }],
+        transitions: vec![Transition::Vacated { channel: "c".into(), hold: None }],
     })
     .unwrap();
     let (done, flushed) = tokio::sync::oneshot::channel();
@@ -172,4 +174,29 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
     assert_eq!(hooks.len(), 2, "an app that no longer exists gets no webhooks: {hooks:?}");
     drop(tx);
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after_the_window() {
+    let mut f = fixture(false);
+    let mut a = subscriber(&f.registry, "presence-a", "1.1");
+    let origin = Origin::Socket("1.2".into());
+    let back = vec![
+        Transition::Occupied { channel: "presence-a".into(), returned: true },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: true },
+    ];
+    f.announcer.announce(&f.app, &origin, back).await;
+    assert!(f.hooks.drain().is_empty(), "back within the window: no webhook");
+    assert_eq!(frames(&mut a).len(), 1, "but the channel still hears member_added");
+
+    let hold = crate::cluster::Hold { key: "k".into(), token: "t".into() };
+    let left = vec![Transition::Vacated { channel: "c".into(), hold: Some(hold) }];
+    f.announcer.announce(&f.app, &origin, left).await;
+    assert!(f.hooks.drain().is_empty(), "held for the window");
+    tokio::time::sleep(crate::webhooks::DEBOUNCE + std::time::Duration::from_millis(10)).await;
+    assert_eq!(
+        f.hooks.drain_settled(),
+        vec![("1".to_owned(), WebhookEvent::ChannelVacated { channel: "c".into() }, true)],
+        "sent after the window, not held again by the webhook queue"
+    );
 }

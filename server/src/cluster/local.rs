@@ -53,10 +53,10 @@ impl LocalCluster {
 pub(super) fn joined(channel: &str, added: &Added, member: Option<Member>) -> Vec<Transition> {
     let mut out = Vec::with_capacity(3);
     if added.subscriptions == 1 {
-        out.push(Transition::Occupied { channel: channel.to_owned() });
+        out.push(Transition::Occupied { channel: channel.to_owned(), returned: false });
     }
     if let (true, Some(member)) = (added.member_added, member) {
-        out.push(Transition::MemberAdded { channel: channel.to_owned(), member });
+        out.push(Transition::MemberAdded { channel: channel.to_owned(), member, returned: false });
     }
     out.push(Transition::SubscriptionCount {
         channel: channel.to_owned(),
@@ -72,14 +72,14 @@ pub(super) fn left(channel: &str, removed: Removed) -> Vec<Transition> {
     }
     let mut out = Vec::with_capacity(3);
     if removed.subscriptions == 0 {
-        out.push(Transition::Vacated { channel: channel.to_owned() });
+        out.push(Transition::Vacated { channel: channel.to_owned(), hold: None });
     }
     out.push(Transition::SubscriptionCount {
         channel: channel.to_owned(),
         count: removed.subscriptions as u64,
     });
     if let Some(user_id) = removed.member_removed {
-        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id });
+        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, hold: None });
     }
     out
 }
@@ -208,8 +208,12 @@ mod tests {
         assert_eq!(
             first,
             vec![
-                Transition::Occupied { channel: "presence-a".into() },
-                Transition::MemberAdded { channel: "presence-a".into(), member: member.clone() },
+                Transition::Occupied { channel: "presence-a".into(), returned: false },
+                Transition::MemberAdded {
+                    channel: "presence-a".into(),
+                    member: member.clone(),
+                    returned: false
+                },
                 Transition::SubscriptionCount { channel: "presence-a".into(), count: 1 },
             ]
         );
@@ -222,9 +226,9 @@ mod tests {
         assert_eq!(
             c.leave("1", "presence-a", "1.2").await,
             vec![
-                Transition::Vacated { channel: "presence-a".into() },
+                Transition::Vacated { channel: "presence-a".into(), hold: None },
                 Transition::SubscriptionCount { channel: "presence-a".into(), count: 0 },
-                Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into() },
+                Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into(), hold: None },
             ]
         );
         assert!(c.leave("1", "presence-a", "1.2").await.is_empty(), "leaving twice changes nothing");

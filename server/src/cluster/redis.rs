@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use self::keys::{Entry, Keys, Scripts};
 use self::live::{Link, LinkState, Live};
 use super::{
-    AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Origin,
-    PresenceFull, RedisSettings, Transition, Users,
+    AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Hold,
+    Origin, PresenceFull, RedisSettings, Transition, Users,
 };
 use crate::channels::{Member, Registry};
 use crate::metrics::Metrics;
@@ -468,6 +468,19 @@ impl ChannelState for RedisCluster {
             }
         }
         out
+    }
+
+    async fn release(&self, hold: &Hold) -> bool {
+        let result: redis::RedisResult<i64> =
+            self.inner.scripts.release.key(&hold.key).arg(&hold.token).invoke_async(&mut self.conn()).await;
+        match result {
+            Ok(released) => released == 1,
+            Err(e) => {
+                // Cannot tell whether the channel or member came back: send it (at least once).
+                self.degrade("release a held webhook", &e);
+                true
+            }
+        }
     }
 
     async fn members(&self, app_id: &str, channel: &str) -> Vec<Member> {

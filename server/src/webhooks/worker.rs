@@ -112,6 +112,9 @@ impl Worker {
     }
 
     fn accept(&mut self, q: Queued) {
+        if q.settled {
+            return self.ready(q);
+        }
         match debounce_key(&q.app.id, &q.event) {
             Some((key, true)) => {
                 if let Some(old) = self.held_keys.remove(&key) {

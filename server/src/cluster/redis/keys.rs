@@ -60,6 +60,20 @@ impl Keys {
     pub fn lease(&self, incarnation: &str) -> String {
         format!("{}:lease:{incarnation}", self.prefix)
     }
+    /// STRING with a TTL: a `channel_vacated` webhook held for the window, cluster-wide. A join
+    /// anywhere deletes it (the channel came back: no webhook either way); the node that held
+    /// it sends the webhook after the window only if it is still there with its token.
+    pub fn held_vacate(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:held:v:{ch}", self.prefix)
+    }
+    /// Prefix of the held `member_removed` keys of a presence channel (`…:{user}`).
+    pub fn held_removes(&self, app: &str, ch: &str) -> String {
+        format!("{}:{{{app}}}:held:r:{ch}:", self.prefix)
+    }
+    /// STRING with a TTL: a `member_removed` webhook held for the window (see `held_vacate`).
+    pub fn held_remove(&self, app: &str, ch: &str, user: &str) -> String {
+        format!("{}{user}", self.held_removes(app, ch))
+    }
     /// STRING with a TTL: who is cleaning up after a dead incarnation. While it lives no other
     /// node claims that incarnation; if the claimer dies, it expires and another node finishes.
     pub fn claim(&self, incarnation: &str) -> String {
@@ -136,6 +150,7 @@ pub struct Scripts {
     pub disconnect: Script,
     pub clean_channel: Script,
     pub clean_hash: Script,
+    pub release: Script,
     pub renew: Script,
     pub claim: Script,
 }
@@ -145,15 +160,19 @@ impl Scripts {
         let fenced = |body: &str| Script::new(&format!("{SUM}{FENCE}{body}"));
         let plain = |body: &str| Script::new(&format!("{SUM}{body}"));
         Scripts {
-            // KEYS chan, channels, nodekeys, lease; ARGV incarnation, channel, entry, delta → {before, after}
+            // KEYS chan, channels, nodekeys, held vacate, lease; ARGV incarnation, channel, entry,
+            // delta → {before, after, 1 when the channel came back within its vacate window}
             join_channel: fenced(
                 "local before = sum(KEYS[1])
                  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[4])
                  redis.call('SADD', KEYS[2], ARGV[2])
                  redis.call('SADD', KEYS[3], ARGV[3])
-                 return {before, before + tonumber(ARGV[4])}",
+                 local returned = 0
+                 if before == 0 then returned = redis.call('DEL', KEYS[4]) end
+                 return {before, before + tonumber(ARGV[4]), returned}",
             ),
-            // KEYS chan, channels, nodekeys; ARGV incarnation, channel, entry → total after, -1 if not ours
+            // KEYS chan, channels, nodekeys, held vacate; ARGV incarnation, channel, entry, hold
+            // token, hold ms → total after (0: vacated, its webhook held), -1 if not ours
             leave_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  if mine <= 0 then return -1 end
@@ -164,11 +183,15 @@ impl Scripts {
                    redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
                  end
                  local total = sum(KEYS[1])
-                 if total == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+                 if total == 0 then
+                   redis.call('SREM', KEYS[2], ARGV[2])
+                   redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+                 end
                  return total",
             ),
-            // KEYS pres, pinfo, pmem, nodekeys, lease; ARGV user, info, max, entry, delta
-            // → 1 member added, 0 already a member, -1 channel full
+            // KEYS pres, pinfo, pmem, nodekeys, held remove, lease; ARGV user, info, max, entry,
+            // delta → 1 member added, 2 added back within its removal window, 0 already a
+            // member, -1 channel full
             presence_join: fenced(
                 "local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  if c == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
@@ -176,10 +199,14 @@ impl Scripts {
                  redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[5])
                  if c == 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
                  redis.call('SADD', KEYS[4], ARGV[4])
-                 if c == 0 then return 1 end
+                 if c == 0 then
+                   if redis.call('DEL', KEYS[5]) == 1 then return 2 end
+                   return 1
+                 end
                  return 0",
             ),
-            // KEYS pres, pinfo, pmem, nodekeys; ARGV user, entry → 1 when the member is gone
+            // KEYS pres, pinfo, pmem, nodekeys, held remove; ARGV user, entry, hold token, hold ms
+            // → 1 when the member is gone (its webhook held)
             presence_leave: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
                  if mine <= 0 then return 0 end
@@ -189,8 +216,15 @@ impl Scripts {
                  if c <= 0 then
                    redis.call('HDEL', KEYS[1], ARGV[1])
                    redis.call('HDEL', KEYS[2], ARGV[1])
+                   redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
                    return 1
                  end
+                 return 0",
+            ),
+            // KEYS held; ARGV token → 1 when the hold was still ours (send its webhook), 0 when
+            // the channel or member came back (or a newer hold replaced it)
+            release: plain(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
                  return 0",
             ),
             // KEYS users, umem, nodekeys, lease; ARGV user, entry, delta → 1 when the user came online
@@ -224,15 +258,22 @@ impl Scripts {
                  if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
                  return c",
             ),
-            // KEYS chan, channels; ARGV incarnation, channel → 1 when the channel is now vacated
+            // KEYS chan, channels, held vacate; ARGV incarnation, channel, hold token, hold ms
+            // → 1 when the channel is now vacated (its webhook held)
             clean_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  redis.call('HDEL', KEYS[1], ARGV[1])
                  if mine <= 0 then return 0 end
-                 if sum(KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) return 1 end
+                 if sum(KEYS[1]) == 0 then
+                   redis.call('SREM', KEYS[2], ARGV[2])
+                   redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+                   return 1
+                 end
                  return 0",
             ),
-            // KEYS totals, info (may be a dummy), incarnation hash → ids whose total fell to zero
+            // KEYS totals, info (may be a dummy), incarnation hash; ARGV prefix of held keys (''
+            // for none; they share the app's hash tag), hold token, hold ms → ids whose total
+            // fell to zero
             clean_hash: plain(
                 "local gone = {}
                  local kv = redis.call('HGETALL', KEYS[3])
@@ -241,6 +282,7 @@ impl Scripts {
                    if c <= 0 then
                      redis.call('HDEL', KEYS[1], kv[i])
                      redis.call('HDEL', KEYS[2], kv[i])
+                     if ARGV[1] ~= '' then redis.call('SET', ARGV[1] .. kv[i], ARGV[2], 'PX', ARGV[3]) end
                      table.insert(gone, kv[i])
                    end
                  end

@@ -12,9 +12,10 @@ use redis::AsyncCommands;
 
 use super::keys::Entry;
 use super::live::LinkState;
+use super::membership::{hold_token, HOLD_TTL_MS};
 use super::{new_incarnation, RedisCluster};
 use crate::channels::AppSnapshot;
-use crate::cluster::{Origin, Transition};
+use crate::cluster::{Hold, Origin, Transition};
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -165,6 +166,7 @@ impl RedisCluster {
                         .key(k.pinfo(a, c))
                         .key(k.pmem(a, c, &me))
                         .key(k.nodekeys(&me))
+                        .key(k.held_remove(a, c, &member.user_id))
                         .key(k.lease(&me))
                         .arg(&*member.user_id)
                         .arg(info)
@@ -173,16 +175,21 @@ impl RedisCluster {
                         .arg(*sockets)
                         .invoke_async(&mut conn)
                         .await?;
-                    if added == 1 {
-                        transitions
-                            .push(Transition::MemberAdded { channel: c.into(), member: member.clone() });
+                    if added >= 1 {
+                        let returned = added == 2;
+                        transitions.push(Transition::MemberAdded {
+                            channel: c.into(),
+                            member: member.clone(),
+                            returned,
+                        });
                     }
                 }
-                let (before, _after): (u64, u64) = s
+                let (before, _after, returned): (u64, u64, u64) = s
                     .join_channel
                     .key(k.chan(a, c))
                     .key(k.channels(a))
                     .key(k.nodekeys(&me))
+                    .key(k.held_vacate(a, c))
                     .key(k.lease(&me))
                     .arg(&*me)
                     .arg(c)
@@ -191,7 +198,7 @@ impl RedisCluster {
                     .invoke_async(&mut conn)
                     .await?;
                 if before == 0 {
-                    transitions.push(Transition::Occupied { channel: c.into() });
+                    transitions.push(Transition::Occupied { channel: c.into(), returned: returned == 1 });
                 }
             }
             for (user, sockets) in &app.users {
@@ -240,28 +247,38 @@ impl RedisCluster {
             let Some(entry) = Entry::decode(raw) else { continue };
             match entry {
                 Entry::Channel(a, c) => {
+                    let hold = Hold { key: k.held_vacate(a, c), token: hold_token() };
                     let vacated: i64 = s
                         .clean_channel
                         .key(k.chan(a, c))
                         .key(k.channels(a))
+                        .key(&hold.key)
                         .arg(incarnation)
                         .arg(c)
+                        .arg(&hold.token)
+                        .arg(HOLD_TTL_MS)
                         .invoke_async(&mut conn)
                         .await?;
                     if vacated == 1 {
-                        add(a, Transition::Vacated { channel: c.into() });
+                        add(a, Transition::Vacated { channel: c.into(), hold: Some(hold) });
                     }
                 }
                 Entry::Presence(a, c) => {
+                    let token = hold_token();
                     let gone: Vec<String> = s
                         .clean_hash
                         .key(k.pres(a, c))
                         .key(k.pinfo(a, c))
                         .key(k.pmem(a, c, incarnation))
+                        .arg(k.held_removes(a, c))
+                        .arg(&token)
+                        .arg(HOLD_TTL_MS)
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in gone {
-                        add(a, Transition::MemberRemoved { channel: c.into(), user_id: user_id.into() });
+                        let hold = Hold { key: k.held_remove(a, c, &user_id), token: token.clone() };
+                        let user_id = user_id.into();
+                        add(a, Transition::MemberRemoved { channel: c.into(), user_id, hold: Some(hold) });
                     }
                 }
                 Entry::Users(a) => {
@@ -270,6 +287,9 @@ impl RedisCluster {
                         .key(k.users(a))
                         .key(k.users(a))
                         .key(k.umem(a, incarnation))
+                        .arg("")
+                        .arg("")
+                        .arg(0)
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in offline {
