@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps::{App, AppStore};
-use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Hold, Origin, Transition, Users};
+use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Origin, Transition, Users, Window};
 use crate::protocol::frames;
 use crate::subscription_count::{Decision, SubscriptionCounts};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -96,30 +96,29 @@ impl Announcer {
     ) {
         for transition in transitions {
             match transition {
-                Transition::Occupied { channel, returned } => {
-                    // Back within the vacate's window: neither webhook goes out.
-                    if !returned {
+                Transition::Occupied { channel, webhook } => {
+                    if webhook {
                         self.webhook(app, WebhookEvent::ChannelOccupied { channel });
                     }
                 }
-                Transition::Vacated { channel, hold } => {
-                    self.held_webhook(app, hold, WebhookEvent::ChannelVacated { channel });
+                Transition::Vacated { channel, window } => {
+                    self.held_webhook(app, window, WebhookEvent::ChannelVacated { channel });
                 }
-                Transition::MemberAdded { channel, member, returned } => {
+                Transition::MemberAdded { channel, member, webhook } => {
                     let frame = frames::member_added(&channel, member.as_ref());
                     self.to_channel(app_id, &channel, frame, origin).await;
-                    if !returned {
+                    if webhook {
                         let user_id = member.user_id.to_string();
                         self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
                     }
                 }
-                Transition::MemberRemoved { channel, user_id, hold } => {
+                Transition::MemberRemoved { channel, user_id, window } => {
                     // Webhook first, then the frame: the order the socket path always had.
                     let event = WebhookEvent::MemberRemoved {
                         channel: channel.clone(),
                         user_id: user_id.to_string(),
                     };
-                    self.held_webhook(app, hold, event);
+                    self.held_webhook(app, window, event);
                     let frame = frames::member_removed(&channel, &user_id);
                     // The leaving socket is gone already: everyone else hears it.
                     let origin = match origin {
@@ -156,9 +155,13 @@ impl Announcer {
     /// A `channel_vacated` / `member_removed` webhook: held by the webhook queue (one node), or
     /// held cluster-wide, in which case it is sent after the window only if the backend says
     /// nothing came back meanwhile.
-    fn held_webhook(&self, app: Option<&Arc<App>>, hold: Option<Hold>, event: WebhookEvent) {
+    fn held_webhook(&self, app: Option<&Arc<App>>, window: Window, event: WebhookEvent) {
         let Some(app) = app else { return };
-        let Some(hold) = hold else { return self.webhooks.emit(app, event) };
+        let hold = match window {
+            Window::Local => return self.webhooks.emit(app, event),
+            Window::Skip => return,
+            Window::Cluster(hold) => hold,
+        };
         let (channels, webhooks, app) = (self.channels.clone(), self.webhooks.clone(), app.clone());
         let release_now = self.release_now.clone();
         let window = self.webhooks.window();

@@ -38,17 +38,17 @@ pub enum Transition {
     Occupied {
         /// The channel.
         channel: String,
-        /// It came back within the window of its vacate, decided cluster-wide: neither
-        /// `channel_vacated` nor this `channel_occupied` is a webhook.
-        returned: bool,
+        /// Whether `channel_occupied` is a webhook: not when the channel came back within the
+        /// window of its vacate (decided cluster-wide; neither webhook goes out), nor when a
+        /// degraded node decided it from its local view alone.
+        webhook: bool,
     },
     /// The channel's last subscriber anywhere left.
     Vacated {
         /// The channel.
         channel: String,
-        /// The webhook held cluster-wide for the window; `None`: held by this node's webhook
-        /// queue (one node).
-        hold: Option<Hold>,
+        /// How its `channel_vacated` webhook waits out the window.
+        window: Window,
     },
     /// A user's first socket anywhere joined a presence channel.
     MemberAdded {
@@ -56,9 +56,9 @@ pub enum Transition {
         channel: String,
         /// The user and the `user_info` it signed.
         member: Member,
-        /// The user came back within the window of its removal, decided cluster-wide: the
-        /// frame goes to the channel, but neither webhook is sent.
-        returned: bool,
+        /// Whether `member_added` is a webhook (see [`Transition::Occupied`]); the frame goes to
+        /// the channel either way.
+        webhook: bool,
     },
     /// A user's last socket anywhere left a presence channel.
     MemberRemoved {
@@ -66,8 +66,8 @@ pub enum Transition {
         channel: String,
         /// The user.
         user_id: Arc<str>,
-        /// The webhook held cluster-wide for the window (see [`Transition::Vacated`]).
-        hold: Option<Hold>,
+        /// How its `member_removed` webhook waits out the window.
+        window: Window,
     },
     /// A socket subscribed to or unsubscribed from a channel: its cluster-wide count now.
     SubscriptionCount {
@@ -86,6 +86,17 @@ pub enum Transition {
         /// The user.
         user_id: Arc<str>,
     },
+}
+
+/// How a `channel_vacated` or `member_removed` webhook waits out its 3 s window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// In this node's webhook queue (one node: this node sees every return).
+    Local,
+    /// In the shared state, cluster-wide (see [`Hold`]).
+    Cluster(Hold),
+    /// No webhook: a degraded node's local view is not news for the cluster.
+    Skip,
 }
 
 /// A `channel_vacated` or `member_removed` webhook held in the shared state for the window. A

@@ -236,3 +236,40 @@ async fn a_member_who_moves_to_another_node_within_the_window_sends_no_webhook()
     let removed = names(&events).iter().filter(|n| n.starts_with("member_removed")).count();
     assert_eq!(removed, 1);
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_fires_no_webhooks_from_its_local_view() {
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let proxy = herald_testkit::nodes::Proxy::start(&redis).await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let n2 = Node::spawn(&redis, "n2", &webhook).await;
+    let n1 = Node::spawn_via_with(&proxy.url(), "n1", &webhook).await;
+    let mut bob = connect(n2.addr).await;
+    bob.subscribe("private-shared").await;
+    hooks.wait_for(Duration::from_secs(5), |e| names(e) == ["channel_occupied:private-shared"]).await;
+
+    proxy.cut();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while n1.ready().await == 200 {
+        assert!(std::time::Instant::now() < deadline, "n1 noticed it is cut off");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // n1 sees a channel go from 0 to 1 subscriber locally, and another come and go: neither is
+    // news for the cluster (private-shared was occupied on n2 all along).
+    let mut ada = connect(n1.addr).await;
+    ada.subscribe("private-shared").await;
+    let mut eve = connect(n1.addr).await;
+    eve.subscribe("private-lonely").await;
+    drop(eve);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while n1.ready().await != 200 {
+        assert!(std::time::Instant::now() < deadline, "n1 rejoined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(names(&hooks.events()), ["channel_occupied:private-shared"], "false news from a local view");
+    drop(ada);
+}

@@ -357,6 +357,11 @@ impl Proxy {
 impl Node {
     /// Like [`Node::spawn`], with Redis reached through `url` (a [`Proxy`]).
     pub async fn spawn_via(url: &str, node_id: &str) -> Node {
+        Node::spawn_via_with(url, node_id, &[]).await
+    }
+
+    /// Like [`Node::spawn_via`], with `extra` flags.
+    pub async fn spawn_via_with(url: &str, node_id: &str, extra: &[&str]) -> Node {
         let redis = Redis {
             child: None,
             port: url
@@ -367,7 +372,7 @@ impl Node {
                 .unwrap_or(0),
             tls: None,
         };
-        let node = Node::spawn(&redis, node_id, &[]).await;
+        let node = Node::spawn(&redis, node_id, extra).await;
         std::mem::forget(redis);
         node
     }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::apps::{App, StaticApps, WebhookTarget};
 use crate::channels::{Member, Registry};
-use crate::cluster::{Announcement, Cluster, Origin, Transition};
+use crate::cluster::{Announcement, Cluster, Origin, Transition, Window};
 use crate::metrics::Metrics;
 use crate::outbox::{Inbox, Outbox};
 use crate::webhooks::{Recorded, WebhookEvent, Webhooks};
@@ -58,8 +58,8 @@ async fn a_socket_joining_a_presence_channel_tells_the_others_but_not_itself() {
     let mut other = subscriber(&f.registry, "presence-a", "1.1");
     let mut joiner = subscriber(&f.registry, "presence-a", "1.2");
     let transitions = vec![
-        Transition::Occupied { channel: "presence-a".into(), returned: false },
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: false },
+        Transition::Occupied { channel: "presence-a".into(), webhook: true },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true },
         Transition::SubscriptionCount { channel: "presence-a".into(), count: 2 },
     ];
     f.announcer.announce(&f.app, &Origin::Socket("1.2".into()), transitions).await;
@@ -81,8 +81,11 @@ async fn a_socket_joining_a_presence_channel_tells_the_others_but_not_itself() {
 async fn a_member_removed_reaches_every_remaining_subscriber_with_its_webhook() {
     let mut f = fixture(false);
     let mut a = subscriber(&f.registry, "presence-a", "1.1");
-    let transitions =
-        vec![Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into(), hold: None }];
+    let transitions = vec![Transition::MemberRemoved {
+        channel: "presence-a".into(),
+        user_id: "u".into(),
+        window: Window::Local,
+    }];
     f.announcer.announce(&f.app, &Origin::Socket("1.1".into()), transitions).await;
     let heard = frames(&mut a);
     assert!(heard.len() == 1 && heard[0].contains("pusher_internal:member_removed"), "{heard:?}");
@@ -100,7 +103,7 @@ async fn subscription_counts_go_to_non_presence_channels_of_apps_that_enable_the
     let mut f = fixture(true);
     let mut a = subscriber(&f.registry, "private-a", "1.1");
     let transitions = vec![
-        Transition::Vacated { channel: "other".into(), hold: None },
+        Transition::Vacated { channel: "other".into(), window: Window::Local },
         Transition::SubscriptionCount { channel: "private-a".into(), count: 1 },
         Transition::SubscriptionCount { channel: "presence-b".into(), count: 1 },
     ];
@@ -137,8 +140,8 @@ async fn a_rejoining_node_announces_only_to_the_other_nodes() {
     let mut f = fixture(false);
     let mut local = subscriber(&f.registry, "presence-a", "1.1");
     let transitions = vec![
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: false },
-        Transition::Occupied { channel: "presence-a".into(), returned: false },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true },
+        Transition::Occupied { channel: "presence-a".into(), webhook: true },
     ];
     f.announcer.announce(&f.app, &Origin::Rejoin, transitions).await;
     assert!(frames(&mut local).is_empty(), "this node's sockets never saw the member go");
@@ -151,8 +154,11 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
     let mut a = subscriber(&f.registry, "presence-a", "1.1");
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(f.announcer.clone().run_backend(rx));
-    let removed =
-        |u: &str| Transition::MemberRemoved { channel: "presence-a".into(), user_id: u.into(), hold: None };
+    let removed = |u: &str| Transition::MemberRemoved {
+        channel: "presence-a".into(),
+        user_id: u.into(),
+        window: Window::Local,
+    };
     tx.send(Announcement::Transitions {
         app_id: "1".into(),
         origin: Origin::Cleanup,
@@ -162,7 +168,7 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
     tx.send(Announcement::Transitions {
         app_id: "gone".into(),
         origin: Origin::Cleanup,
-        transitions: vec![Transition::Vacated { channel: "c".into(), hold: None }],
+        transitions: vec![Transition::Vacated { channel: "c".into(), window: Window::Local }],
     })
     .unwrap();
     let (done, flushed) = tokio::sync::oneshot::channel();
@@ -182,15 +188,22 @@ async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after
     let mut a = subscriber(&f.registry, "presence-a", "1.1");
     let origin = Origin::Socket("1.2".into());
     let back = vec![
-        Transition::Occupied { channel: "presence-a".into(), returned: true },
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), returned: true },
+        Transition::Occupied { channel: "presence-a".into(), webhook: false },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: false },
     ];
     f.announcer.announce(&f.app, &origin, back).await;
     assert!(f.hooks.drain().is_empty(), "back within the window: no webhook");
     assert_eq!(frames(&mut a).len(), 1, "but the channel still hears member_added");
 
     let hold = crate::cluster::Hold { key: "k".into(), token: "t".into() };
-    let left = vec![Transition::Vacated { channel: "c".into(), hold: Some(hold) }];
+    let left = vec![
+        Transition::Vacated { channel: "c".into(), window: crate::cluster::Window::Cluster(hold) },
+        Transition::MemberRemoved {
+            channel: "presence-a".into(),
+            user_id: "v".into(),
+            window: crate::cluster::Window::Skip,
+        },
+    ];
     f.announcer.announce(&f.app, &origin, left).await;
     assert!(f.hooks.drain().is_empty(), "held for the window");
     tokio::time::sleep(crate::webhooks::DEBOUNCE + std::time::Duration::from_millis(10)).await;

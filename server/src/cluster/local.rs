@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{
-    Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, PresenceFull, Transition, Users,
+    Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, PresenceFull, Transition, Users, Window,
 };
 use crate::channels::{Added, Member, Registry, Removed};
 use crate::outbox::Outbox;
@@ -53,10 +53,10 @@ impl LocalCluster {
 pub(super) fn joined(channel: &str, added: &Added, member: Option<Member>) -> Vec<Transition> {
     let mut out = Vec::with_capacity(3);
     if added.subscriptions == 1 {
-        out.push(Transition::Occupied { channel: channel.to_owned(), returned: false });
+        out.push(Transition::Occupied { channel: channel.to_owned(), webhook: true });
     }
     if let (true, Some(member)) = (added.member_added, member) {
-        out.push(Transition::MemberAdded { channel: channel.to_owned(), member, returned: false });
+        out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook: true });
     }
     out.push(Transition::SubscriptionCount {
         channel: channel.to_owned(),
@@ -72,14 +72,14 @@ pub(super) fn left(channel: &str, removed: Removed) -> Vec<Transition> {
     }
     let mut out = Vec::with_capacity(3);
     if removed.subscriptions == 0 {
-        out.push(Transition::Vacated { channel: channel.to_owned(), hold: None });
+        out.push(Transition::Vacated { channel: channel.to_owned(), window: Window::Local });
     }
     out.push(Transition::SubscriptionCount {
         channel: channel.to_owned(),
         count: removed.subscriptions as u64,
     });
     if let Some(user_id) = removed.member_removed {
-        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, hold: None });
+        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window: Window::Local });
     }
     out
 }
@@ -208,11 +208,11 @@ mod tests {
         assert_eq!(
             first,
             vec![
-                Transition::Occupied { channel: "presence-a".into(), returned: false },
+                Transition::Occupied { channel: "presence-a".into(), webhook: true },
                 Transition::MemberAdded {
                     channel: "presence-a".into(),
                     member: member.clone(),
-                    returned: false
+                    webhook: true
                 },
                 Transition::SubscriptionCount { channel: "presence-a".into(), count: 1 },
             ]
@@ -226,9 +226,13 @@ mod tests {
         assert_eq!(
             c.leave("1", "presence-a", "1.2").await,
             vec![
-                Transition::Vacated { channel: "presence-a".into(), hold: None },
+                Transition::Vacated { channel: "presence-a".into(), window: Window::Local },
                 Transition::SubscriptionCount { channel: "presence-a".into(), count: 0 },
-                Transition::MemberRemoved { channel: "presence-a".into(), user_id: "u".into(), hold: None },
+                Transition::MemberRemoved {
+                    channel: "presence-a".into(),
+                    user_id: "u".into(),
+                    window: Window::Local
+                },
             ]
         );
         assert!(c.leave("1", "presence-a", "1.2").await.is_empty(), "leaving twice changes nothing");

@@ -30,7 +30,7 @@ use self::keys::{Entry, Keys, Scripts};
 use self::live::{Link, LinkState, Live};
 use super::{
     AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Hold,
-    Origin, PresenceFull, RedisSettings, Transition, Users,
+    Origin, PresenceFull, RedisSettings, Transition, Users, Window,
 };
 use crate::channels::{Member, Registry};
 use crate::metrics::Metrics;
@@ -293,6 +293,26 @@ impl RedisCluster {
     }
 }
 
+/// Transitions a degraded node decided from its registry alone: their frames reach this node's
+/// sockets, but no webhook goes out (the rest of the cluster may see nothing change). The
+/// resync announces what really changed.
+fn local_view(transitions: Vec<Transition>) -> Vec<Transition> {
+    transitions
+        .into_iter()
+        .map(|t| match t {
+            Transition::Occupied { channel, .. } => Transition::Occupied { channel, webhook: false },
+            Transition::MemberAdded { channel, member, .. } => {
+                Transition::MemberAdded { channel, member, webhook: false }
+            }
+            Transition::Vacated { channel, .. } => Transition::Vacated { channel, window: Window::Skip },
+            Transition::MemberRemoved { channel, user_id, .. } => {
+                Transition::MemberRemoved { channel, user_id, window: Window::Skip }
+            }
+            other => other,
+        })
+        .collect()
+}
+
 fn member_from(user_id: String, info: String) -> Member {
     let user_info =
         (!info.is_empty()).then(|| RawValue::from_string(info).ok()).flatten().map(Arc::<RawValue>::from);
@@ -386,7 +406,7 @@ impl ChannelState for RedisCluster {
             Ok(Err(_)) => unreachable!("handled above"),
             Err(e) => {
                 self.degrade("join", &e);
-                super::local::joined(channel, &added, member)
+                local_view(super::local::joined(channel, &added, member))
             }
         })
     }
@@ -404,7 +424,7 @@ impl ChannelState for RedisCluster {
             Ok(left) => left.transitions(channel, removed.user_id),
             Err(e) => {
                 self.degrade("leave", &e);
-                super::local::left(channel, removed)
+                local_view(super::local::left(channel, removed))
             }
         }
     }

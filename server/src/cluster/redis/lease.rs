@@ -15,7 +15,7 @@ use super::live::LinkState;
 use super::membership::{hold_token, HOLD_TTL_MS};
 use super::{new_incarnation, RedisCluster};
 use crate::channels::AppSnapshot;
-use crate::cluster::{Hold, Origin, Transition};
+use crate::cluster::{Hold, Origin, Transition, Window};
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -176,11 +176,10 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     if added >= 1 {
-                        let returned = added == 2;
                         transitions.push(Transition::MemberAdded {
                             channel: c.into(),
                             member: member.clone(),
-                            returned,
+                            webhook: added == 1,
                         });
                     }
                 }
@@ -198,7 +197,7 @@ impl RedisCluster {
                     .invoke_async(&mut conn)
                     .await?;
                 if before == 0 {
-                    transitions.push(Transition::Occupied { channel: c.into(), returned: returned == 1 });
+                    transitions.push(Transition::Occupied { channel: c.into(), webhook: returned == 0 });
                 }
             }
             for (user, sockets) in &app.users {
@@ -260,7 +259,7 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     if vacated == 1 {
-                        add(a, Transition::Vacated { channel: c.into(), hold: Some(hold) });
+                        add(a, Transition::Vacated { channel: c.into(), window: Window::Cluster(hold) });
                     }
                 }
                 Entry::Presence(a, c) => {
@@ -278,7 +277,8 @@ impl RedisCluster {
                     for user_id in gone {
                         let hold = Hold { key: k.held_remove(a, c, &user_id), token: token.clone() };
                         let user_id = user_id.into();
-                        add(a, Transition::MemberRemoved { channel: c.into(), user_id, hold: Some(hold) });
+                        let window = Window::Cluster(hold);
+                        add(a, Transition::MemberRemoved { channel: c.into(), user_id, window });
                     }
                 }
                 Entry::Users(a) => {

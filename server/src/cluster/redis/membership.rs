@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::keys::Entry;
 use super::RedisCluster;
 use crate::channels::{AddError, Member};
-use crate::cluster::{Hold, Transition};
+use crate::cluster::{Hold, Transition, Window};
 
 /// How long a held webhook's key lives in Redis: well past the 3 s window, so the node that
 /// holds it always finds it when the window ends; if that node died, the key goes by itself.
@@ -33,11 +33,11 @@ impl RemoteJoin {
     pub(super) fn transitions(self, channel: &str, member: Option<Member>) -> Vec<Transition> {
         let mut out = Vec::with_capacity(3);
         if self.occupied {
-            out.push(Transition::Occupied { channel: channel.to_owned(), returned: self.channel_returned });
+            out.push(Transition::Occupied { channel: channel.to_owned(), webhook: !self.channel_returned });
         }
         if let (true, Some(member)) = (self.member_added, member) {
-            let returned = self.member_returned;
-            out.push(Transition::MemberAdded { channel: channel.to_owned(), member, returned });
+            let webhook = !self.member_returned;
+            out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook });
         }
         out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
         out
@@ -58,11 +58,12 @@ impl RemoteLeave {
     pub(super) fn transitions(self, channel: &str, user_id: Option<Arc<str>>) -> Vec<Transition> {
         let mut out = Vec::with_capacity(3);
         if let Some(hold) = self.vacated {
-            out.push(Transition::Vacated { channel: channel.to_owned(), hold: Some(hold) });
+            out.push(Transition::Vacated { channel: channel.to_owned(), window: Window::Cluster(hold) });
         }
         out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
         if let (Some(hold), Some(user_id)) = (self.member_removed, user_id) {
-            out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, hold: Some(hold) });
+            let window = Window::Cluster(hold);
+            out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window });
         }
         out
     }
