@@ -187,3 +187,20 @@ async fn a_header_flood_is_refused() {
     assert_eq!(Api::new(s.addr).trigger(&["news"], "tick", "1").await.0, 200);
     assert_eq!(bystander.next().await["event"], "tick");
 }
+
+#[tokio::test]
+async fn a_request_body_trickled_past_the_deadline_is_answered_408_and_cut() {
+    let s = start_server(config(1, None)).await;
+    let mut stream = TcpStream::connect(s.addr).await.expect("connect");
+    // The signature is checked once the body is in; it never is.
+    let query = signed_query("POST", &format!("/apps/{APP_ID}/events"), &[], "", now(), SECRET);
+    let head = format!(
+        "POST /apps/{APP_ID}/events?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let answer = String::from_utf8_lossy(&until_closed(&mut stream).await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("Request body not received within 1 s"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut at the deadline, not later");
+}

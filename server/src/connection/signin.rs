@@ -100,9 +100,13 @@ impl Connection {
         }
         let users = &self.state.cluster.users;
         let came_online = users.sign_in(&self.app.id, &id, self.outbox.clone()).await;
+        // Recorded at once: if the client goes away from here on, the socket's end signs it out
+        // (and unwatches what it watches) instead of leaving an online user behind.
+        self.user = Some(SignedIn { id: id.clone(), watchlist: Vec::new() });
         self.auth_deadline = None;
-        self.send(socket, frames::signin_success(&signin.user_data)).await?;
+        let sent = self.send(socket, frames::signin_success(&signin.user_data)).await;
         self.announce(came_online.into_iter().collect()).await;
+        sent?;
         if truncated {
             let msg = format!("Watchlist limit exceeded: only the first {limit} user ids are watched");
             self.state.metrics.limit_hit(&self.app.id, "max_watchlist_size");
@@ -111,13 +115,15 @@ impl Connection {
         if !watchlist.is_empty() {
             let users = &self.state.cluster.users;
             users.watch(&self.app.id, &watchlist, &self.outbox).await;
+            if let Some(user) = self.user.as_mut() {
+                user.watchlist = watchlist.clone();
+            }
             let online = users.online(&self.app.id, &watchlist).await;
             let (on, off): (Vec<_>, Vec<_>) = watchlist.iter().zip(&online).partition(|(_, o)| **o);
             let on: Vec<&str> = on.into_iter().map(|(id, _)| &**id).collect();
             let off: Vec<&str> = off.into_iter().map(|(id, _)| &**id).collect();
             self.send(socket, frames::watchlist_events(&on, &off)).await?;
         }
-        self.user = Some(SignedIn { id, watchlist });
         Ok(())
     }
 

@@ -61,7 +61,9 @@ impl Connection {
                 return self.send(socket, frame).await;
             }
         };
-        self.send(socket, subscribed.frame).await?;
+        // The join is done whatever happens to this write: if the client is gone, its join is
+        // still announced, so the leave that follows is not news of something never told.
+        let sent = self.send(socket, subscribed.frame).await;
         let channel = sub.channel.as_str();
         self.state.console.emit(|| {
             let entry = LogEntry::new(&self.app.id, "subscribed").channel(channel).socket(&self.socket_id);
@@ -74,6 +76,7 @@ impl Connection {
             self.auth_deadline = None;
         }
         self.announce(subscribed.transitions).await;
+        sent?;
         if subscribed.name.cache {
             self.replay_cache(socket, channel).await?;
         }

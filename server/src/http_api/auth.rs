@@ -100,7 +100,12 @@ pub async fn verify(
     }
     let (mut parts, body) = req.into_parts();
     let limit = state.settings.max_request_size;
-    let body = to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge(limit))?;
+    // A body trickled in (a slowloris past the head) gets the same deadline as a request head.
+    let deadline = state.settings.handshake_timeout;
+    let body = match tokio::time::timeout(deadline, to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| ApiError::BodyTooLarge(limit))?,
+        Err(_) => return Err(ApiError::BodyTimeout(deadline.as_secs())),
+    };
     let params: Params = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
         .map_err(|_| ApiError::MissingParameter("auth_signature"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -55,6 +55,9 @@ pub enum ApiError {
         /// What is wrong with it.
         source: ChannelNameError,
     },
+    /// The request body did not arrive within the deadline.
+    #[error("Request body not received within {0} s")]
+    BodyTimeout(u64),
     /// The request body is over the server's limit.
     #[error("Request body is larger than {0} bytes")]
     BodyTooLarge(usize),
@@ -99,6 +102,7 @@ impl ApiError {
             | ApiError::BodyMd5Mismatch { .. }
             | ApiError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::InvalidChannel { .. }
             | ApiError::UserCountNeedsPresence
             | ApiError::NotPresence(_)
