@@ -401,6 +401,14 @@ impl Config {
                 file.handshake_timeout.unwrap_or(d.handshake_timeout.as_secs()),
             ),
         };
+        for (name, value) in [
+            ("activity_timeout", s.activity_timeout),
+            ("pong_timeout", s.pong_timeout),
+            ("shutdown_grace", s.shutdown_grace),
+            ("handshake_timeout", s.handshake_timeout),
+        ] {
+            check_timer(&mut errors, name, value);
+        }
         if s.handshake_timeout.is_zero() {
             errors.push("handshake_timeout: must be at least 1 second".into());
         }
@@ -512,6 +520,17 @@ impl Config {
     }
 }
 
+/// The longest any duration setting may be: one year. Longer ones would overflow the clock
+/// arithmetic of timers (a deadline of `now + u64::MAX seconds` panics), so they are refused.
+pub const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Records an error when a duration setting is over [`MAX_TIMER`].
+fn check_timer(errors: &mut Vec<String>, name: &str, value: Duration) {
+    if value > MAX_TIMER {
+        errors.push(format!("{name}: must be at most {} seconds (one year)", MAX_TIMER.as_secs()));
+    }
+}
+
 /// Flag (or environment) value if given, else file value, else default.
 fn setting<T: FromStr>(
     errors: &mut Vec<String>,
@@ -598,6 +617,7 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
             if ttl < 3 {
                 errors.push("lease_ttl: must be at least 3 seconds".into());
             }
+            check_timer(errors, "lease_ttl", Duration::from_secs(ttl));
             if tls != RedisTls::default() && !url.starts_with("rediss://") {
                 errors.push(
                     "--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL".into(),

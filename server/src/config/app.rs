@@ -173,6 +173,13 @@ pub(super) fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<
 }
 
 fn validate_app(errors: &mut Vec<String>, path: &str, app: &App) {
+    for (name, value) in [
+        ("user_authentication_timeout", app.user_authentication_timeout),
+        ("cache_ttl", app.cache_ttl),
+        ("webhook_batch_ms", app.webhook_batch_window),
+    ] {
+        super::check_timer(errors, &format!("{path}.{name}"), value);
+    }
     let ok_chars = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if app.id.is_empty() || !ok_chars(&app.id) {
         errors.push(format!("{path}: app id {:?} must be non-empty and use only A-Z a-z 0-9 - _ .", app.id));

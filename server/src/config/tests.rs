@@ -200,3 +200,23 @@ fn a_redis_password_is_never_shown() {
     let all = errors.join("\n");
     assert!(all.contains("redis_url must start with") && !all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn durations_that_would_overflow_a_timer_are_refused() {
+    let f = file("activity_timeout = 9223372036854775807\nshutdown_grace = 99999999999\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\ncache_ttl = 9223372036854775807\nwebhook_batch_ms = 9223372036854775807\n");
+    let all =
+        Config::load(&cli(&["--config", f.0.to_str().unwrap(), "--pong-timeout", "18446744073709551615"]))
+            .unwrap_err()
+            .join("\n");
+    for expected in [
+        "activity_timeout: must be at most 31536000 seconds",
+        "pong_timeout: must be at most",
+        "shutdown_grace: must be at most",
+        "apps[0].cache_ttl: must be at most",
+        "apps[0].webhook_batch_ms: must be at most",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    let ok = file("activity_timeout = 31536000\n");
+    assert!(Config::load(&cli(&["--config", ok.0.to_str().unwrap()])).is_ok(), "one year is allowed");
+}
