@@ -40,6 +40,10 @@ pub struct Limits {
     /// Channels one connection may be subscribed to at once (not a Pusher limit: a guard
     /// against one socket growing server memory without bound).
     pub max_subscriptions_per_connection: usize,
+    /// Subscribes and unsubscribes one connection may make per second, after a burst of
+    /// `max_subscriptions_per_connection` (a reconnect subscribes everything at once); past it
+    /// a subscribe is refused with `LimitReached`. 0 is unlimited.
+    pub subscription_changes_per_second: u32,
     /// User ids one sign-in may watch; more are dropped with `pusher:error` 4302.
     pub max_watchlist_size: usize,
     /// Events published through the HTTP API per second (all channels of one event count
@@ -64,6 +68,7 @@ impl Default for Limits {
             max_batch_size: 10,
             client_events_per_second: 10,
             max_subscriptions_per_connection: 1000,
+            subscription_changes_per_second: 100,
             max_watchlist_size: 100,
             max_backend_events_per_second: None,
             max_read_requests_per_second: None,

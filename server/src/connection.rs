@@ -34,7 +34,7 @@ use crate::protocol::frames;
 use crate::protocol::{
     parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
 };
-use crate::ratelimit::Window;
+use crate::ratelimit::{Bucket, Window};
 use crate::state::ServerState;
 use crate::webhooks::WebhookEvent;
 
@@ -152,6 +152,7 @@ async fn serve(mut socket: WebSocket, state: ServerState, key: String, protocol:
             outbox,
             subscriptions: HashMap::new(),
             client_events: Window::default(),
+            subscription_changes: Bucket::default(),
             user: None,
             auth_deadline: app.user_authentication.then(|| Instant::now() + app.user_authentication_timeout),
             ending: None,
@@ -262,6 +263,8 @@ struct Connection {
     /// Subscribed channels, with the presence user id this socket joined as.
     subscriptions: HashMap<String, Option<Arc<str>>>,
     client_events: Window,
+    /// Subscribes and unsubscribes, against the app's churn limit.
+    subscription_changes: Bucket,
     counters: Counters,
     /// The user this socket signed in as.
     user: Option<signin::SignedIn>,
@@ -528,6 +531,7 @@ impl Connection {
         if self.subscriptions.remove(channel).is_none() {
             return;
         }
+        self.subscription_changes.spend(self.app.limits.subscription_changes_per_second);
         self.state
             .console
             .emit(|| LogEntry::new(&self.app.id, "unsubscribed").channel(channel).socket(&self.socket_id));

@@ -39,6 +39,48 @@ impl Window {
     }
 }
 
+/// A token bucket: `burst` operations at once, refilled at `per_second`. For subscription
+/// changes, where a reconnecting client legitimately subscribes to all its channels at once but
+/// a sustained subscribe / unsubscribe cycle (each a Redis script and maybe a webhook) is not.
+#[derive(Debug)]
+pub struct Bucket {
+    last: Instant,
+    /// Tokens spent beyond a full bucket's, as of `last` (0 = full).
+    spent: f32,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket { last: Instant::now(), spent: 0.0 }
+    }
+}
+
+impl Bucket {
+    /// Whether one more operation fits (`per_second` 0 = unlimited); counts it if so.
+    pub fn take(&mut self, per_second: u32, burst: usize) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refilled = now.duration_since(self.last).as_secs_f32() * per_second as f32;
+        self.last = now;
+        self.spent = (self.spent - refilled).max(0.0);
+        if self.spent + 1.0 > burst.max(1) as f32 {
+            return false;
+        }
+        self.spent += 1.0;
+        true
+    }
+
+    /// Counts one operation that happens whatever the bucket says (an unsubscribe is never
+    /// refused), so what follows pays for it.
+    pub fn spend(&mut self, per_second: u32) {
+        if per_second > 0 {
+            let _ = self.take(per_second, usize::MAX);
+        }
+    }
+}
+
 /// Which per-app limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AppLimit {
@@ -84,6 +126,20 @@ mod tests {
         assert!(w.allow(10, 1));
         assert!(!w.allow(10, 10), "a burst larger than what is left is refused whole");
         assert!((0..100).all(|_| Window::default().allow(0, 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_allows_a_burst_then_its_rate() {
+        let mut b = Bucket::default();
+        assert!((0..5).all(|_| b.take(2, 5)), "the burst");
+        assert!(!b.take(2, 5));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.take(2, 5), "one more after half a second at 2 per second");
+        assert!(!b.take(2, 5));
+        b.spend(2);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(!b.take(2, 5), "a spent unsubscribe is paid back first");
+        assert!((0..1000).all(|_| Bucket::default().take(0, 1)), "0 is unlimited");
     }
 
     #[tokio::test]

@@ -251,3 +251,36 @@ async fn ten_thousand_subscriptions_on_one_socket_stop_at_the_limit_and_harm_nob
         "refused channels were never created"
     );
 }
+
+#[tokio::test]
+async fn a_subscribe_unsubscribe_churn_is_refused_past_the_burst_and_recovers() {
+    let mut config = Config::for_tests();
+    config.apps[0].limits.max_subscriptions_per_connection = 10;
+    config.apps[0].limits.subscription_changes_per_second = 5;
+    let s = start_server(config).await;
+    let mut by = Bystander::new(&s).await;
+    let mut c = connect(s.addr).await;
+    // Each cycle costs the cluster a join and a leave (scripts, maybe webhooks).
+    let mut refused = None;
+    for i in 0..40 {
+        c.send(json!({"event":"pusher:subscribe","data":{"channel":"churn"}})).await;
+        let answer = c.next().await;
+        if answer["event"] == "pusher:subscription_error" {
+            refused = Some((i, answer));
+            break;
+        }
+        assert_eq!(answer["event"], "pusher_internal:subscription_succeeded", "{answer}");
+        c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"churn"}})).await;
+    }
+    let (at, answer) = refused.expect("a churning socket is refused at some point");
+    assert!((4..=10).contains(&at), "the burst (10 changes) then the rate: refused at cycle {at}");
+    assert_eq!(answer["data"]["type"], "LimitReached", "{answer}");
+    assert!(
+        answer["data"]["error"].as_str().unwrap_or_default().contains("at most 5 per second"),
+        "{answer}"
+    );
+    by.still_served().await;
+    // The bucket refills: a second later the socket subscribes again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.subscribe("churn").await["event"], "pusher_internal:subscription_succeeded");
+}

@@ -163,6 +163,8 @@ pub(super) fn app_from_table(errors: &mut Vec<String>, mut t: Fields) -> Option<
     l.client_events_per_second = t.take("client_events_per_second").unwrap_or(d.client_events_per_second);
     l.max_subscriptions_per_connection =
         t.take("max_subscriptions_per_connection").unwrap_or(d.max_subscriptions_per_connection);
+    l.subscription_changes_per_second =
+        t.take("subscription_changes_per_second").unwrap_or(d.subscription_changes_per_second);
     l.max_watchlist_size = t.take("max_watchlist_size").unwrap_or(d.max_watchlist_size);
     l.max_backend_events_per_second = t.take("max_backend_events_per_second");
     l.max_read_requests_per_second = t.take("max_read_requests_per_second");

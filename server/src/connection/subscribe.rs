@@ -112,6 +112,17 @@ impl Connection {
             );
             return Err(Refusal::limit("max_subscriptions_per_connection", 429, msg));
         }
+        if !already
+            && !self
+                .subscription_changes
+                .take(limits.subscription_changes_per_second, limits.max_subscriptions_per_connection)
+        {
+            let msg = format!(
+                "Too many subscription changes on this connection: at most {} per second",
+                limits.subscription_changes_per_second
+            );
+            return Err(Refusal::limit("subscription_changes_per_second", 429, msg));
+        }
         if name.kind == ChannelKind::ServerToUser {
             let signed_in_as = self.user.as_ref().map(|u| &*u.id);
             if signed_in_as.is_none() || signed_in_as != server_to_user_id(channel) {
