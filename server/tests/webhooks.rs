@@ -210,3 +210,24 @@ async fn pending_webhooks_are_bounded_by_the_config_and_the_excess_is_counted() 
     assert_eq!(Api::new(s.addr).trigger(&["busy-0"], "tick", "1").await.0, 200);
     assert_eq!(c.next().await["event"], "tick");
 }
+
+#[tokio::test]
+async fn every_retry_of_a_request_carries_the_same_webhook_id_and_another_request_another() {
+    let rx = Receiver::start(vec![500]).await;
+    let s = server_with_hooks(vec![target(&rx.url)], |_| {}).await;
+    let mut c = connect(s.addr).await;
+    c.subscribe("first").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rx.hooks().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.subscribe("second").await;
+    while rx.hooks().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hooks = rx.hooks();
+    assert_eq!(hooks.len(), 3, "a failure, its retry, then the second channel's webhook");
+    assert_eq!(hooks[0].id.len(), 32, "an id on every request: {:?}", hooks[0].id);
+    assert_eq!(hooks[0].id, hooks[1].id, "a retry is the same request: a receiver can drop the repeat");
+    assert_ne!(hooks[1].id, hooks[2].id, "another request, another id");
+}

@@ -268,6 +268,8 @@ pub async fn sign_in(c: &mut Client, user_data: &Value) -> Value {
 /// One webhook request as received.
 #[derive(Debug, Clone)]
 pub struct Hook {
+    /// `X-Herald-Webhook-Id`: the same on every retry of one request.
+    pub id: String,
     pub key: String,
     pub signature: String,
     pub body: String,
@@ -304,6 +306,7 @@ impl Receiver {
                     let h =
                         |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
                     recorded.lock().unwrap().push(Hook {
+                        id: h("x-herald-webhook-id"),
                         key: h("x-pusher-key"),
                         signature: h("x-pusher-signature"),
                         body,

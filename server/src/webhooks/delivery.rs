@@ -16,7 +16,13 @@ use crate::console_log::LogEntry;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Header carrying a request's id: the same on every retry of it, so a receiver that answered
+/// too late (and got the request again) can drop the repeat.
+pub const ID_HEADER: &str = "x-herald-webhook-id";
+
 pub(super) struct Delivery {
+    /// Stable id of this request across its retries.
+    pub id: String,
     pub client: reqwest::Client,
     pub url: String,
     pub key: String,
@@ -45,6 +51,7 @@ pub(super) async fn deliver(d: Delivery) {
                 .header("content-type", "application/json")
                 .header("x-pusher-key", &d.key)
                 .header("x-pusher-signature", &d.signature)
+                .header(ID_HEADER, &d.id)
                 .body(d.body.clone())
                 .send()
                 .await

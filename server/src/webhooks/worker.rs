@@ -177,6 +177,7 @@ impl Worker {
                 Err(_) => continue,
             };
             let delivery = Delivery {
+                id: format!("{:032x}", rand::random::<u128>()),
                 client: self.client.clone(),
                 url: target.url.clone(),
                 key: app.key.clone(),
