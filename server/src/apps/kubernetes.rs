@@ -309,9 +309,11 @@ async fn watch_secret(client: Client, namespace: String, name: String, tx: mpsc:
             Ok(watcher::Event::Apply(s)) => Some(s),
             Ok(watcher::Event::Delete(_)) => None,
             Err(err) => {
-                // Usually: the operator has not yet granted this Secret to the pods' Role.
+                // The API is away (restart, network) or the operator has not yet granted this
+                // Secret to the pods' Role. Neither says the Secret is gone: keep what we know,
+                // and the watcher retries with backoff (re-listing when it is back).
                 warn!(secret = %name, %err, "watching Secret");
-                None
+                continue;
             }
         };
         if tx.send(Update::Secret(name.clone(), update.map(Box::new))).await.is_err() {

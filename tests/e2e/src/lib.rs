@@ -180,6 +180,8 @@ pub struct ControlPlane {
     /// The directory with the binaries (helm is there too).
     pub bin: PathBuf,
     api_port: u16,
+    /// kube-apiserver's arguments, to start it again the same way.
+    apiserver_args: Vec<String>,
     processes: Vec<Process>,
 }
 
@@ -235,29 +237,25 @@ impl ControlPlane {
         );
 
         let api_port = free_port();
-        let apiserver = Process::start(
-            "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                format!("--secure-port={api_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--cert-dir={}", s(&dir.join("certs"))),
-                "--authorization-mode=RBAC".into(),
-                format!("--token-auth-file={}", s(&dir.join("tokens.csv"))),
-                format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
-                format!("--service-account-key-file={}", s(&sa_key)),
-                format!("--service-account-signing-key-file={}", s(&sa_key)),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--allow-privileged=true".into(),
-                "--enable-priority-and-fairness=false".into(),
-                "--v=1".into(),
-            ],
-            &[],
-            &dir,
-        );
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--cert-dir={}", s(&dir.join("certs"))),
+            "--authorization-mode=RBAC".into(),
+            format!("--token-auth-file={}", s(&dir.join("tokens.csv"))),
+            format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
+            format!("--service-account-key-file={}", s(&sa_key)),
+            format!("--service-account-signing-key-file={}", s(&sa_key)),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--v=1".into(),
+        ];
+        let apiserver =
+            Process::start("kube-apiserver", &bin.join("kube-apiserver"), &apiserver_args, &[], &dir);
 
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text(api_port, TOKEN)).expect("kubeconfig");
@@ -267,18 +265,10 @@ impl ControlPlane {
             kubeconfig,
             bin: bin.clone(),
             api_port,
+            apiserver_args,
             processes: vec![etcd, apiserver],
         };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !plane.kubectl(&["get", "--raw", "/readyz"]).0 {
-            plane.processes.iter_mut().for_each(Process::assert_running);
-            assert!(
-                Instant::now() < deadline,
-                "kube-apiserver not ready after 90 s:\n{}",
-                plane.processes[1].tail()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        plane.wait_for_apiserver();
         wait_until("namespace default", Duration::from_secs(30), || {
             plane.kubectl(&["get", "namespace", "default"]).0
         });
@@ -299,6 +289,35 @@ impl ControlPlane {
         );
         plane.processes.push(kcm);
         plane
+    }
+
+    fn wait_for_apiserver(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.kubectl(&["get", "--raw", "/readyz"]).0 {
+            self.processes.iter_mut().for_each(Process::assert_running);
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready after 90 s:\n{}",
+                self.processes[1].tail()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops kube-apiserver (SIGTERM), keeps it down for `down`, starts it again on the same port
+    /// with the same certificates and waits until it is ready: every watch breaks and every
+    /// client sees the API go away and come back.
+    pub fn restart_apiserver(&mut self, down: Duration) {
+        self.processes[1].stop(Duration::from_secs(10));
+        std::thread::sleep(down);
+        self.processes[1] = Process::start(
+            "kube-apiserver",
+            &self.bin.join("kube-apiserver"),
+            &self.apiserver_args,
+            &[],
+            &self.dir,
+        );
+        self.wait_for_apiserver();
     }
 
     /// Runs kubectl against the control plane; returns (success, stdout + stderr).
