@@ -74,6 +74,12 @@ pub struct ServerFile {
     /// Prefix of every Redis key and channel ([`keys::prefix`] for operator-run clusters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_prefix: Option<String>,
+    /// `standalone` (one Redis, the default) or `sentinel` (`redis_url` lists the sentinels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_mode: Option<String>,
+    /// The master name the sentinels monitor (`redis_mode = "sentinel"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_master: Option<String>,
     /// PEM file of a private CA that signs the Redis server's certificate (`rediss://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_ca_file: Option<String>,

@@ -99,6 +99,13 @@ pub struct Cli {
     /// Prefix of every Redis key and channel [default: herald].
     #[arg(long, env = "HERALD_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// How Redis runs: `standalone` (one URL) or `sentinel` (--redis-url lists the sentinels,
+    /// comma-separated) [default: standalone].
+    #[arg(long, env = "HERALD_REDIS_MODE")]
+    pub redis_mode: Option<String>,
+    /// The master name the sentinels monitor, with --redis-mode sentinel.
+    #[arg(long, env = "HERALD_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
     /// PEM file of a private CA for a `rediss://` Redis [default: the system's roots].
     #[arg(long, env = "HERALD_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
@@ -219,6 +226,22 @@ pub struct RedisSettings {
     pub prefix: String,
     /// TLS material beyond the system's roots, for `rediss://` URLs.
     pub tls: RedisTls,
+    /// One Redis, or a primary found (and followed) through Sentinel.
+    pub mode: RedisMode,
+}
+
+/// How Redis runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One Redis (or a primary behind a stable address): `url` is it.
+    #[default]
+    Standalone,
+    /// `url` lists the sentinels (comma-separated); the primary of `master` is asked of them at
+    /// start and again after every Redis failure, so a failover is followed.
+    Sentinel {
+        /// The master name the sentinels monitor.
+        master: String,
+    },
 }
 
 /// TLS files for Redis: a private CA, and a client certificate for mutual TLS. Read (and
@@ -557,6 +580,9 @@ where
 /// A Redis URL fit to print: its password (and a user name's) replaced by `***`. Logs, errors
 /// and the banner only ever show this form.
 pub fn redacted_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(|u| redacted_url(u.trim())).collect::<Vec<_>>().join(",");
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -590,6 +616,31 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
         }
     };
     let tls = RedisTls { ca_file, client };
+    let redis_mode: Option<String> = cli.redis_mode.clone().or(file.redis_mode.take());
+    let sentinel_master: Option<String> =
+        cli.redis_sentinel_master.clone().or(file.redis_sentinel_master.take()).filter(|m| !m.is_empty());
+    let redis_mode = match (redis_mode.as_deref(), sentinel_master) {
+        (None | Some("standalone"), None) => RedisMode::Standalone,
+        (None | Some("standalone"), Some(_)) => {
+            errors.push("--redis-sentinel-master needs --redis-mode sentinel".into());
+            RedisMode::Standalone
+        }
+        (Some("sentinel"), Some(master)) => RedisMode::Sentinel { master },
+        (Some("sentinel"), None) => {
+            errors.push(
+                "--redis-mode sentinel needs --redis-sentinel-master (the monitored master's name)".into(),
+            );
+            RedisMode::Standalone
+        }
+        (Some("cluster"), _) => {
+            errors.push("redis_mode: Redis Cluster is not supported yet; use standalone or sentinel".into());
+            RedisMode::Standalone
+        }
+        (Some(other), _) => {
+            errors.push(format!("redis_mode: expected 'standalone' or 'sentinel', got {other:?}"));
+            RedisMode::Standalone
+        }
+    };
     match mode.as_deref() {
         None | Some("local") => {
             if url.is_some() {
@@ -602,11 +653,19 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
                 errors.push("--cluster redis needs --redis-url (HERALD_REDIS_URL)".into());
                 return ClusterMode::Local;
             };
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push(format!(
-                    "redis_url must start with redis:// or rediss://, got {:?}",
-                    redacted_url(&url)
-                ));
+            let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+            if urls.len() > 1 && redis_mode == RedisMode::Standalone {
+                errors.push(
+                    "redis_url lists several URLs: that is --redis-mode sentinel (with the sentinels)".into(),
+                );
+            }
+            for one in &urls {
+                if !(one.starts_with("redis://") || one.starts_with("rediss://")) {
+                    errors.push(format!(
+                        "redis_url must start with redis:// or rediss://, got {:?}",
+                        redacted_url(one)
+                    ));
+                }
             }
             let node_id = node_id.unwrap_or_else(default_node_id);
             if node_id.is_empty()
@@ -618,7 +677,14 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
                 errors.push("lease_ttl: must be at least 3 seconds".into());
             }
             check_timer(errors, "lease_ttl", Duration::from_secs(ttl));
-            if tls != RedisTls::default() && !url.starts_with("rediss://") {
+            if tls != RedisTls::default() && redis_mode != RedisMode::Standalone {
+                errors.push(
+                    "--redis-ca-file, --redis-cert-file and --redis-key-file work with --redis-mode standalone only (yet); \
+                     with sentinel, rediss:// URLs use the system's roots"
+                        .into(),
+                );
+            }
+            if tls != RedisTls::default() && !urls.iter().all(|u| u.starts_with("rediss://")) {
                 errors.push(
                     "--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL".into(),
                 );
@@ -632,6 +698,7 @@ fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut ServerFile) -> C
                 lease_ttl: Duration::from_secs(ttl),
                 prefix,
                 tls,
+                mode: redis_mode,
             })
         }
         Some(other) => {

@@ -43,6 +43,7 @@ fn with_backend(mut config: Config) -> Config {
                 lease_ttl: Duration::from_secs(3),
                 prefix: format!("herald-test-{id}"),
                 tls: Default::default(),
+                mode: Default::default(),
             });
     }
     config

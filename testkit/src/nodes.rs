@@ -377,3 +377,144 @@ impl Node {
         node
     }
 }
+
+/// A Redis primary, one replica, and one sentinel (quorum 1, `down-after` 1 s) that monitors
+/// them as `herald`. Every process is killed on drop.
+pub struct SentinelSet {
+    /// Redis processes by port (the primary first, at start).
+    redis: Vec<(u16, Option<Child>)>,
+    sentinel: Child,
+    pub sentinel_port: u16,
+    dir: std::path::PathBuf,
+}
+
+fn spawn_redis(args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server must be installed (./scripts/test installs it)")
+}
+
+/// One redis-cli call; its output, trimmed.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl SentinelSet {
+    pub async fn start() -> SentinelSet {
+        let dir = std::env::temp_dir().join(format!("herald-sentinel-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (primary, replica, sentinel_port) = (free_port(), free_port(), free_port());
+        let base = |port: u16| {
+            vec![
+                "--port".to_owned(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+            ]
+        };
+        let p = spawn_redis(&base(primary));
+        let mut replica_args = base(replica);
+        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
+        let r = spawn_redis(&replica_args);
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nsentinel monitor herald 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds herald 1000\nsentinel failover-timeout herald 5000\n\
+                 sentinel parallel-syncs herald 1\n",
+                dir.display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server --sentinel");
+        let set =
+            SentinelSet { redis: vec![(primary, Some(p)), (replica, Some(r))], sentinel, sentinel_port, dir };
+        // Ready when the replica is in sync and the sentinel knows it (a failover needs it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let link = redis_cli(replica, &["INFO", "replication"]).await;
+            let replicas = redis_cli(sentinel_port, &["SENTINEL", "replicas", "herald"]).await;
+            if link.contains("master_link_status:up") && replicas.contains(&replica.to_string()) {
+                return set;
+            }
+            assert!(std::time::Instant::now() < deadline, "sentinel set not ready: {link} / {replicas}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The sentinel's URL, for `--redis-url` with `--redis-mode sentinel`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.sentinel_port)
+    }
+
+    /// The port of the primary the sentinel names now.
+    pub async fn primary(&self) -> u16 {
+        let out = redis_cli(self.sentinel_port, &["SENTINEL", "get-master-addr-by-name", "herald"]).await;
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits until the sentinel names a primary other than `old` whose replica link is whole.
+    pub async fn wait_for_new_primary(&self, old: u16) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let now = self.primary().await;
+            if now != 0 && now != old {
+                let role = redis_cli(now, &["ROLE"]).await;
+                if role.starts_with("master") {
+                    return now;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no new primary after 40 s (still {now})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `SENTINEL FAILOVER`: the replica is promoted, the primary demoted.
+    pub async fn failover(&self) {
+        let out = redis_cli(self.sentinel_port, &["SENTINEL", "FAILOVER", "herald"]).await;
+        assert_eq!(out, "OK", "SENTINEL FAILOVER");
+    }
+
+    /// SIGKILL of the Redis process on `port`.
+    pub async fn kill(&mut self, port: u16) {
+        if let Some((_, child)) = self.redis.iter_mut().find(|(p, _)| *p == port) {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        let _ = self.sentinel.start_kill();
+        for (_, child) in &mut self.redis {
+            if let Some(c) = child.as_mut() {
+                let _ = c.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -15,19 +15,21 @@ mod keys;
 mod lease;
 mod live;
 mod membership;
+mod source;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use self::keys::{Entry, Keys, Scripts};
 use self::live::{Link, LinkState, Live};
+use self::source::{Connections, Source};
 use super::{
     AnnounceSender, Announcement, Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Hold,
     Origin, PresenceFull, RedisSettings, Transition, Users, Window,
@@ -48,8 +50,12 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     registry: Registry,
-    conn: ConnectionManager,
-    subscriber: ConnectionManager,
+    /// Where connections come from (one address, or the primary Sentinel names).
+    source: Source,
+    /// The connections in use; replaced when a failover moved the primary.
+    conns: RwLock<Connections>,
+    /// Where the pub/sub connection's messages go (kept to open a new one).
+    push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
     /// The current incarnation, `{node_id}:{random}`.
     incarnation: RwLock<Arc<str>>,
     /// Every incarnation this process has run as: messages from them are its own (already
@@ -69,50 +75,8 @@ struct Inner {
     stopped: CancellationToken,
 }
 
-/// The longest a Redis call may take before the node treats Redis as unavailable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-
 fn new_incarnation(node_id: &str) -> Arc<str> {
     format!("{node_id}:{:016x}", rand::random::<u64>()).into()
-}
-
-/// The Redis client of `settings`: plain, or TLS (`rediss://`) with the system's roots or the
-/// given CA, and a client certificate for mutual TLS. A file that cannot be read is an error
-/// that names it.
-fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
-    let url = resp3(&settings.url);
-    let tls = &settings.tls;
-    if tls.ca_file.is_none() && tls.client.is_none() {
-        return redis::Client::open(url);
-    }
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "cannot read a TLS file",
-                format!("{what} {}: {e}", path.display()),
-            ))
-        })
-    };
-    let root_cert = tls.ca_file.as_deref().map(|p| read(p, "--redis-ca-file")).transpose()?;
-    let client_tls = match &tls.client {
-        Some((cert, key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert, "--redis-cert-file")?,
-            client_key: read(key, "--redis-key-file")?,
-        }),
-        None => None,
-    };
-    redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls, root_cert })
-}
-
-fn resp3(url: &str) -> String {
-    if url.contains("protocol=") {
-        url.to_owned()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
-    } else {
-        format!("{url}?protocol=resp3")
-    }
 }
 
 impl RedisCluster {
@@ -124,19 +88,9 @@ impl RedisCluster {
         announce: AnnounceSender,
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<RedisCluster> {
-        let client = client(&settings)?;
-        // Bounded waits: a socket task must never hang on an unreachable Redis.
-        let bounded = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(REDIS_TIMEOUT)
-        };
-        let conn = client.get_connection_manager_with_config(bounded()).await?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let config = bounded().set_push_sender(tx).set_automatic_resubscription();
-        let subscriber = client.get_connection_manager_with_config(config).await?;
+        let source = Source::new(&settings)?;
+        let (push, rx) = tokio::sync::mpsc::unbounded_channel();
+        let conns = source.open(push.clone()).await?;
         let keys = Keys::new(&settings.prefix);
         let incarnation = new_incarnation(&settings.node_id);
         let cluster = RedisCluster {
@@ -144,8 +98,9 @@ impl RedisCluster {
                 keys,
                 scripts: Scripts::new(),
                 registry,
-                conn,
-                subscriber,
+                source,
+                conns: RwLock::new(conns),
+                push,
                 own: RwLock::new(vec![incarnation.clone()]),
                 incarnation: RwLock::new(incarnation),
                 link: Link::default(),
@@ -162,7 +117,7 @@ impl RedisCluster {
         let (_, epoch) = cluster.current_epoch().await?;
         cluster.remember_epoch(epoch);
         let control = cluster.inner.keys.control();
-        cluster.inner.subscriber.clone().subscribe(&control).await?;
+        cluster.subscriber().subscribe(&control).await?;
         tokio::spawn(bus::run(cluster.clone(), rx));
         tokio::spawn(lease::run(cluster.clone()));
         tracing::info!(incarnation = %cluster.incarnation(), "joined the Redis cluster");
@@ -195,13 +150,30 @@ impl RedisCluster {
 
     /// The connection of the lease task: always tries Redis.
     fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+        self.inner.conns.read().unwrap_or_else(|p| p.into_inner()).conn.clone()
+    }
+
+    /// The pub/sub connection.
+    fn subscriber(&self) -> ConnectionManager {
+        self.inner.conns.read().unwrap_or_else(|p| p.into_inner()).subscriber.clone()
+    }
+
+    /// With Sentinel: asks for the primary again and opens new connections to it (the old ones
+    /// may point at a demoted or dead node). A standalone node keeps its connections, which
+    /// reconnect by themselves.
+    async fn follow_primary(&self) -> redis::RedisResult<()> {
+        if !self.inner.source.follows_failover() {
+            return Ok(());
+        }
+        let conns = self.inner.source.open(self.inner.push.clone()).await?;
+        *self.inner.conns.write().unwrap_or_else(|p| p.into_inner()) = conns;
+        Ok(())
     }
 
     /// The connection of socket and API operations: fails at once while the link is down, so
     /// no socket ever waits on an unreachable Redis.
     fn live(&self) -> Live {
-        Live { conn: self.inner.conn.clone(), offline: self.offline() }
+        Live { conn: self.conn(), offline: self.offline() }
     }
 
     /// While the link is down, socket operations skip Redis entirely and use this node's
@@ -217,7 +189,9 @@ impl RedisCluster {
             || error.is_timeout()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
-            || error.to_string().contains("FENCED");
+            || error.to_string().contains("FENCED")
+            // A primary demoted by a failover answers writes with READONLY: find the new one.
+            || error.code() == Some("READONLY");
         if !unreachable {
             // Redis answered, just not as expected: a bug to log, not an outage to degrade for.
             tracing::error!(%error, what, "unexpected Redis reply");
@@ -245,7 +219,7 @@ impl RedisCluster {
             return; // the resync subscribes to every local channel
         }
         let name = self.inner.keys.bus(app_id, channel);
-        if let Err(e) = self.inner.subscriber.clone().subscribe(&name).await {
+        if let Err(e) = self.subscriber().subscribe(&name).await {
             self.degrade("subscribe", &e);
         }
     }
@@ -255,7 +229,7 @@ impl RedisCluster {
             return;
         }
         let name = self.inner.keys.bus(app_id, channel);
-        if let Err(e) = self.inner.subscriber.clone().unsubscribe(&name).await {
+        if let Err(e) = self.subscriber().unsubscribe(&name).await {
             self.degrade("unsubscribe", &e);
         }
     }

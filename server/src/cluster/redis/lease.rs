@@ -85,9 +85,10 @@ impl RedisCluster {
         let _gate = self.inner.gate.write().await;
         // Everything that can fail without writing goes first: a half-done resync would leave
         // a partial incarnation behind for others to reap, with spurious transitions.
+        self.follow_primary().await?;
         redis::cmd("PING").query_async::<()>(&mut self.conn()).await?;
         let snapshot = self.inner.registry.snapshot();
-        let mut subscriber = self.inner.subscriber.clone();
+        let mut subscriber = self.subscriber();
         subscriber.subscribe(self.inner.keys.control()).await?;
         for app in &snapshot {
             for ch in &app.channels {
