@@ -59,6 +59,12 @@ pub struct ServerFile {
     /// Seconds a connection gets to send a complete request head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<u64>,
+    /// PEM certificate (chain) for TLS on the public port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
     /// `local` or `redis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,

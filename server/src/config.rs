@@ -70,6 +70,13 @@ pub struct Cli {
     /// behind a proxy (every client has the proxy's address) and limit there.
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<String>,
+    /// PEM certificate (chain) to serve `wss://` and `https://` on the public port; re-read when
+    /// it changes. Needs --tls-key-file.
+    #[arg(long, env = "HERALD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "HERALD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Token that opens the console for every app; without it, each app's secret opens its own.
     #[arg(long, env = "HERALD_CONSOLE_TOKEN", hide_env_values = true)]
     pub console_token: Option<String>,
@@ -210,6 +217,17 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Token that opens the console for every app (besides each app's own secret).
     pub console_token: Option<String>,
+    /// TLS on the public port (`wss://`, `https://`); `None` serves plain `ws://`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The public port's certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// How to reach Redis and who this node is (`--cluster redis`).
@@ -293,6 +311,7 @@ impl Default for Settings {
             console_token: None,
             max_connections_per_ip: None,
             handshake_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -423,6 +442,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(
                 file.handshake_timeout.unwrap_or(d.handshake_timeout.as_secs()),
             ),
+            tls: None,
         };
         for (name, value) in [
             ("activity_timeout", s.activity_timeout),
@@ -436,6 +456,16 @@ impl Config {
             errors.push("handshake_timeout: must be at least 1 second".into());
         }
         let file_console = file.console;
+        let cert = cli.tls_cert_file.clone().or(file.tls_cert_file.take().map(PathBuf::from));
+        let key = cli.tls_key_file.clone().or(file.tls_key_file.take().map(PathBuf::from));
+        s.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                errors.push("--tls-cert-file and --tls-key-file go together".into());
+                None
+            }
+        };
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
         let dialect: Option<String> = cli.error_dialect.clone().or(file.error_dialect.take());
         match dialect.as_deref() {

@@ -14,6 +14,7 @@
 //! | | [`ops`] | the operations port: `/metrics`, `/healthz`, `/readyz` |
 //! | | [`http_server`] | the public port's HTTP/1 serve loop (upgrades, per-request head deadline) |
 //! | | [`listener`] | per-IP connection limit and request-head deadline below HTTP |
+//! | | [`tls`] | TLS on the public port: certificate files, re-read when they change |
 //! | handle | [`state`] | [`state::ServerState`]: what the edges share (settings, state, rules) |
 //! | rules | [`announce`] | a [`cluster::Transition`] → frame, webhook, subscription count; the only place |
 //! | | [`publish`] | the one publish path of server events (HTTP API and console), no HTTP types |
@@ -52,6 +53,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod subscription_count;
+pub mod tls;
 pub mod webhooks;
 
 pub use config::Config;

@@ -90,6 +90,8 @@ async fn shutdown_signal() {
 fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let port = addr.port();
+    let tls = config.settings.tls.is_some();
+    let (ws, http, force_tls) = if tls { ("wss", "https", "true") } else { ("ws", "http", "false") };
     // Written in one piece: a reader that starts on the first lines (a test harness, a log
     // shipper) must not see the banner half printed.
     let mut banner = String::new();
@@ -102,7 +104,9 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
         }};
     }
     out!("Herald {} — Pusher Channels protocol 7 server", env!("CARGO_PKG_VERSION"));
-    out!("  WebSocket + HTTP API : ws://{host}:{port}/app/<key>   http://{host}:{port}/apps/<app_id>/...");
+    out!(
+        "  WebSocket + HTTP API : {ws}://{host}:{port}/app/<key>   {http}://{host}:{port}/apps/<app_id>/..."
+    );
     out!("  Health and metrics   : http://{host}:{}/healthz  /readyz  /metrics", ops.port());
     if config.dev_app {
         let app = &config.apps[0];
@@ -113,13 +117,20 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
         out!("    secret = {}", app.secret);
         out!();
         out!("  Connect with pusher-js:");
-        out!(
-            "    const pusher = new Pusher(\"{}\", {{ cluster: \"herald\", wsHost: \"{host}\", wsPort: {port}, forceTLS: false, enabledTransports: [\"ws\"] }});",
-            app.key
-        );
+        if tls {
+            out!(
+                "    const pusher = new Pusher(\"{}\", {{ cluster: \"herald\", wsHost: \"{host}\", wssPort: {port}, forceTLS: true, enabledTransports: [\"ws\"] }});",
+                app.key
+            );
+        } else {
+            out!(
+                "    const pusher = new Pusher(\"{}\", {{ cluster: \"herald\", wsHost: \"{host}\", wsPort: {port}, forceTLS: false, enabledTransports: [\"ws\"] }});",
+                app.key
+            );
+        }
         out!("  Trigger with the Node server SDK (npm i pusher):");
         out!(
-            "    const pusher = new Pusher({{ appId: \"{}\", key: \"{}\", secret: \"{}\", host: \"{host}\", port: \"{port}\", useTLS: false }});",
+            "    const pusher = new Pusher({{ appId: \"{}\", key: \"{}\", secret: \"{}\", host: \"{host}\", port: \"{port}\", useTLS: {force_tls} }});",
             app.id, app.key, app.secret
         );
     }
@@ -127,9 +138,13 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
         out!();
         if config.dev_app {
             let app = &config.apps[0];
-            out!("  Debug console        : http://{host}:{port}/console#app={}&token={}", app.id, app.secret);
+            out!(
+                "  Debug console        : {http}://{host}:{port}/console#app={}&token={}",
+                app.id,
+                app.secret
+            );
         } else {
-            out!("  Debug console        : http://{host}:{port}/console (open it with an app id and its secret, or the console token)");
+            out!("  Debug console        : {http}://{host}:{port}/console (open it with an app id and its secret, or the console token)");
         }
     }
     if config.settings.dev_auth {

@@ -39,6 +39,8 @@ pub struct Server {
     webhooks: WebhookPipeline,
     /// The announcer's queue of backend transitions, kept to flush it at shutdown.
     announcements: AnnounceSender,
+    /// TLS on the public port, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -63,6 +65,13 @@ impl Server {
         let console = ConsoleLog::default();
         let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics, console.clone());
         let shutdown = CancellationToken::new();
+        let tls = match &s.tls {
+            Some(files) => Some(
+                crate::tls::acceptor(files.clone(), shutdown.clone())
+                    .map_err(|e| io::Error::other(format!("TLS on the public port: {e}")))?,
+            ),
+            None => None,
+        };
         let apps: Arc<dyn AppStore> = match &config.kubernetes {
             None => Arc::new(StaticApps::new(config.apps.iter().cloned())),
             Some(k) => {
@@ -107,7 +116,7 @@ impl Server {
             rates,
             console,
         }));
-        Ok(Server { state, listener, ops_listener, webhooks: pipeline, announcements })
+        Ok(Server { state, listener, ops_listener, webhooks: pipeline, announcements, tls })
     }
 
     /// Address of the WebSocket + HTTP API listener.
@@ -128,7 +137,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then drains: sockets close with 4200,
     /// in-flight HTTP requests finish, then the webhooks those closes caused are sent.
     pub async fn run(self) -> io::Result<()> {
-        let Server { state, listener, ops_listener, webhooks, announcements } = self;
+        let Server { state, listener, ops_listener, webhooks, announcements, tls } = self;
         let token = state.shutdown.clone();
         let app = Router::new()
             .route("/app/{key}", get(connection::upgrade))
@@ -148,7 +157,7 @@ impl Server {
             handshake_timeout: state.settings.handshake_timeout,
         };
         let listener = GuardedListener::new(listener, guards, state.metrics.refused_connections.clone());
-        crate::http_server::serve(listener, app, guards.handshake_timeout, token.clone()).await?;
+        crate::http_server::serve(listener, app, guards.handshake_timeout, tls, token.clone()).await?;
         state.connections.close();
         let grace = state.settings.shutdown_grace;
         if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {

@@ -28,7 +28,7 @@ export async function startServer(args = appArgs()) {
     const timer = setTimeout(() => reject(new Error(`no banner; stderr: ${stderr}`)), 10000);
     child.stdout.on('data', (d) => {
       stdout += d;
-      const ws = stdout.match(/ws:\/\/127\.0\.0\.1:(\d+)/);
+      const ws = stdout.match(/wss?:\/\/127\.0\.0\.1:(\d+)/);
       const ops = stdout.match(/http:\/\/127\.0\.0\.1:(\d+)\/healthz/);
       if (ws && ops) {
         clearTimeout(timer);
