@@ -72,6 +72,10 @@ pub struct PusherClusterSpec {
     /// servers to Redis.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// TLS on the servers' own port (`wss://`, `https://`) from a `kubernetes.io/tls` Secret
+    /// (a cert-manager Certificate's); rotations are picked up without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
     /// Stop every write the operator makes for this cluster (status still reports).
     #[serde(default)]
     pub paused: bool,
@@ -189,9 +193,49 @@ pub struct ManagedRedis {
 /// A Redis the user runs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.topology) || self.topology != 'Sentinel' || has(self.sentinelMaster)",
+     "message": "redis.external.sentinelMaster (the monitored master's name) is required with topology Sentinel"},
+    {"rule": "!has(self.topology) || self.topology != 'Sentinel' || (!has(self.caSecretRef) && !has(self.clientCertSecretName))",
+     "message": "redis.external.caSecretRef and clientCertSecretName are not supported with topology Sentinel yet (rediss:// sentinels use the system's roots)"}
+]))]
 pub struct ExternalRedis {
-    /// The Secret (same namespace) holding the URL, e.g. `redis://:password@redis:6379/0`.
+    /// The Secret (same namespace) holding the URL, e.g. `redis://:password@redis:6379/0`, or
+    /// `rediss://` for TLS; with `Sentinel`, the sentinels' URLs, comma-separated.
     pub url_secret_ref: SecretKeyRef,
+    /// `Standalone` (one address, the default) or `Sentinel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<RedisTopology>,
+    /// The master name the sentinels monitor (topology `Sentinel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+    /// A Secret with the PEM CA that signs Redis's certificate (key `ca.crt` when omitted), for
+    /// a private CA; without it `rediss://` uses the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the client certificate for Redis
+    /// with mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_name: Option<String>,
+}
+
+/// How an external Redis runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RedisTopology {
+    /// One address (a primary, or a managed endpoint that follows failovers itself).
+    #[default]
+    Standalone,
+    /// Sentinels that name the primary.
+    Sentinel,
+}
+
+/// TLS on the servers' own port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTls {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// One key of a Secret in the object's namespace.

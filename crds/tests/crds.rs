@@ -70,8 +70,13 @@ fn external_redis_needs_its_url_secret() {
     assert!(err.to_string().contains("redis.external"), "{err}");
 
     let mut ok = external.clone();
-    ok.spec.redis.external =
-        Some(ExternalRedis { url_secret_ref: SecretKeyRef { name: "redis-url".into(), key: None } });
+    ok.spec.redis.external = Some(ExternalRedis {
+        url_secret_ref: SecretKeyRef { name: "redis-url".into(), key: None },
+        topology: None,
+        sentinel_master: None,
+        ca_secret_ref: None,
+        client_cert_secret_name: None,
+    });
     assert!(ok.validate_cel().is_ok());
 
     let mut stray = ok.clone();
@@ -95,4 +100,28 @@ fn credentials_secret_keys_default_to_key_and_secret() {
     };
     assert_eq!(creds.secret_ref.key_key(), "key");
     assert_eq!(creds.secret_ref.secret_key(), "secret");
+}
+
+#[test]
+fn a_sentinel_redis_needs_its_master_name() {
+    let sentinel = cluster(serde_json::json!({
+        "redis": { "mode": "External", "external": { "urlSecretRef": { "name": "s" }, "topology": "Sentinel" } }
+    }));
+    let err = sentinel.validate_cel().expect_err("Sentinel without a master name is refused");
+    assert!(err.to_string().contains("sentinelMaster"), "{err}");
+    let named = cluster(serde_json::json!({
+        "redis": { "mode": "External", "external": { "urlSecretRef": { "name": "s" }, "topology": "Sentinel", "sentinelMaster": "mymaster" } }
+    }));
+    assert!(named.validate_cel().is_ok());
+}
+
+#[test]
+fn a_private_ca_with_sentinel_is_refused_until_supported() {
+    let c = cluster(serde_json::json!({
+        "redis": { "mode": "External", "external": {
+            "urlSecretRef": { "name": "s" }, "topology": "Sentinel", "sentinelMaster": "m", "caSecretRef": { "name": "ca" }
+        } }
+    }));
+    let err = c.validate_cel().expect_err("refused");
+    assert!(err.to_string().contains("not supported with topology Sentinel"), "{err}");
 }

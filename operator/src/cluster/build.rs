@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use herald_crds::cluster::{ErrorDialect, RedisMode};
+use herald_crds::cluster::{ErrorDialect, RedisMode, RedisTopology};
 use herald_crds::contract::{keys, ServerFile};
 use herald_crds::PusherCluster;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -105,7 +105,83 @@ pub fn server_config(cluster: &PusherCluster) -> Result<String> {
         redis_prefix: Some(keys::prefix(&namespace, &name)),
         ..ServerFile::default()
     };
-    Ok(toml::to_string(&file)?)
+    Ok(toml::to_string(&with_secret_files(file, cluster))?)
+}
+
+/// Where a Secret the pods need as files is mounted, and what the config file calls them.
+pub struct SecretFiles {
+    /// Volume name.
+    pub volume: &'static str,
+    /// The Secret.
+    pub secret: String,
+    /// (key in the Secret, file name in the mount).
+    pub items: Vec<(String, &'static str)>,
+    /// Mount directory.
+    pub dir: &'static str,
+}
+
+/// Secrets the server pods read as files: the external Redis's CA and client certificate, and
+/// the servers' own TLS certificate. A rotated Secret is re-read by the servers in place.
+pub fn secret_files(cluster: &PusherCluster) -> Vec<SecretFiles> {
+    let spec = &cluster.spec;
+    let mut out = Vec::new();
+    if let (RedisMode::External, Some(ext)) = (spec.redis.mode, &spec.redis.external) {
+        if let Some(ca) = &ext.ca_secret_ref {
+            let key = ca.key.clone().unwrap_or_else(|| "ca.crt".into());
+            out.push(SecretFiles {
+                volume: "redis-ca",
+                secret: ca.name.clone(),
+                items: vec![(key, "ca.crt")],
+                dir: REDIS_CA_DIR,
+            });
+        }
+        if let Some(name) = &ext.client_cert_secret_name {
+            let items = vec![("tls.crt".into(), "tls.crt"), ("tls.key".into(), "tls.key")];
+            out.push(SecretFiles {
+                volume: "redis-client",
+                secret: name.clone(),
+                items,
+                dir: REDIS_CLIENT_DIR,
+            });
+        }
+    }
+    if let Some(tls) = &spec.tls {
+        let items = vec![("tls.crt".into(), "tls.crt"), ("tls.key".into(), "tls.key")];
+        out.push(SecretFiles { volume: "tls", secret: tls.secret_name.clone(), items, dir: SERVER_TLS_DIR });
+    }
+    out
+}
+
+/// Mount directory of the external Redis's CA.
+const REDIS_CA_DIR: &str = "/etc/herald-redis-ca";
+/// Mount directory of the Redis client certificate.
+const REDIS_CLIENT_DIR: &str = "/etc/herald-redis-client";
+/// Mount directory of the servers' own certificate.
+const SERVER_TLS_DIR: &str = "/etc/herald-tls";
+
+/// The config file's keys for the Redis topology and the mounted files.
+fn with_secret_files(mut file: ServerFile, cluster: &PusherCluster) -> ServerFile {
+    let spec = &cluster.spec;
+    if let (RedisMode::External, Some(ext)) = (spec.redis.mode, &spec.redis.external) {
+        if ext.topology == Some(RedisTopology::Sentinel) {
+            file.redis_mode = Some("sentinel".into());
+            file.redis_sentinel_master = ext.sentinel_master.clone();
+        }
+    }
+    for mount in secret_files(cluster) {
+        match mount.dir {
+            REDIS_CA_DIR => file.redis_ca_file = Some(format!("{REDIS_CA_DIR}/ca.crt")),
+            REDIS_CLIENT_DIR => {
+                file.redis_cert_file = Some(format!("{REDIS_CLIENT_DIR}/tls.crt"));
+                file.redis_key_file = Some(format!("{REDIS_CLIENT_DIR}/tls.key"));
+            }
+            _ => {
+                file.tls_cert_file = Some(format!("{SERVER_TLS_DIR}/tls.crt"));
+                file.tls_key_file = Some(format!("{SERVER_TLS_DIR}/tls.key"));
+            }
+        }
+    }
+    file
 }
 
 /// Hash of everything a pod reads only at start: the config file and where Redis is.
@@ -221,6 +297,16 @@ fn deployment(v: &ValidatedCluster) -> Result<Deployment> {
         "securityContext": container_security(),
         "volumeMounts": [{ "name": "config", "mountPath": "/etc/herald", "readOnly": true }]
     });
+    let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names::server(name) } })];
+    for files in secret_files(v.cluster) {
+        let items: Vec<_> =
+            files.items.iter().map(|(key, path)| json!({ "key": key, "path": path })).collect();
+        volumes
+            .push(json!({ "name": files.volume, "secret": { "secretName": files.secret, "items": items } }));
+        if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+            mounts.push(json!({ "name": files.volume, "mountPath": files.dir, "readOnly": true }));
+        }
+    }
     if let Some(policy) = spec.image_pull_policy {
         container["imagePullPolicy"] = policy.as_str().into();
     }
@@ -238,7 +324,7 @@ fn deployment(v: &ValidatedCluster) -> Result<Deployment> {
                     "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": { "matchLabels": server_selector }
                 }],
                 "containers": [container],
-                "volumes": [{ "name": "config", "configMap": { "name": names::server(name) } }]
+                "volumes": volumes
             }
         }
     });
