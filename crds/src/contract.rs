@@ -126,6 +126,19 @@ pub mod credentials {
     /// Secret key holding the app id, in Secrets the operator generates.
     pub const APP_ID: &str = "appId";
 
+    /// Label a user's Secret must carry (value `true`) before Herald reads it or lets the server
+    /// pods read it: naming a Secret in a PusherApp is not enough, or whoever may manage
+    /// PusherApps could read any Secret of the namespace through `status.key`.
+    pub const OPT_IN_LABEL: &str = "herald.dev/credentials";
+
+    /// Whether a Secret's labels opt it in (or it is one the operator generated).
+    pub fn opted_in(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        labels.is_some_and(|l| {
+            l.get(OPT_IN_LABEL).is_some_and(|v| v == "true")
+                || l.get("herald.dev/generated").is_some_and(|v| v == "true")
+        })
+    }
+
     /// Name of the Secret the operator generates for an app that names none.
     pub fn generated_name(app: &str) -> String {
         format!("{app}-credentials")

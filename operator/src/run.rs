@@ -168,18 +168,21 @@ async fn run_namespace(client: Client, namespace: Option<String>, shared: Arc<Sh
     clusters = owned::<HorizontalPodAutoscaler>(clusters, &client, ns);
     clusters = owned::<NetworkPolicy>(clusters, &client, ns);
     // An app added, removed or pointed at new Secrets changes the cluster's Role and app count;
-    // a changed external Redis URL Secret (the user's) rolls the pods.
+    // a changed external Redis URL Secret (the user's) rolls the pods; a Secret that opts in to
+    // Herald may now be granted to the pods (the Role is rebuilt for the namespace's clusters).
     let by_redis_secret = clusters.store();
     let clusters = clusters
         .watches(scoped::<Secret>(&client, ns), wc.clone(), move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
+            let opted_in = herald_crds::contract::credentials::opted_in(secret.metadata.labels.as_ref());
             by_redis_secret
                 .state()
                 .into_iter()
                 .filter(|c| {
                     c.namespace() == namespace
-                        && c.spec.redis.external.as_ref().is_some_and(|e| e.url_secret_ref.name == name)
+                        && (opted_in
+                            || c.spec.redis.external.as_ref().is_some_and(|e| e.url_secret_ref.name == name))
                 })
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()

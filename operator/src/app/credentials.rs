@@ -111,6 +111,19 @@ pub async fn resolve(
                     ),
                 });
             };
+            if !credentials::opted_in(secret.metadata.labels.as_ref()) {
+                // Nothing of it is read, so nothing of it can reach status, Events or logs.
+                return Ok(Resolved::Failed {
+                    reason: "SecretNotOptedIn",
+                    message: format!(
+                        "Secret {namespace}/{} is not labelled {}=true; Herald reads only Secrets that opt in: kubectl label secret -n {namespace} {} {}=true",
+                        r.name,
+                        credentials::OPT_IN_LABEL,
+                        r.name,
+                        credentials::OPT_IN_LABEL
+                    ),
+                });
+            }
             let key = check_value(&secret, r.key_key());
             let secret_value = check_value(&secret, r.secret_key());
             match (key, secret_value) {

@@ -52,7 +52,16 @@ pub async fn reconcile(cluster: Arc<PusherCluster>, ctx: Arc<Context>) -> Result
         .into_iter()
         .filter(|a| a.spec.cluster_ref == name)
         .collect();
-    let app_secrets = app::secrets_named(&apps);
+    // The pods may read only the Secrets the apps name that opted in (or that the operator
+    // generated): naming a Secret in a PusherApp must not grant access to it.
+    let mut app_secrets = Vec::new();
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    for name in app::secrets_named(&apps) {
+        let secret = secrets.get_opt(&name).await?;
+        if secret.is_some_and(|s| herald_crds::contract::credentials::opted_in(s.metadata.labels.as_ref())) {
+            app_secrets.push(name);
+        }
+    }
     let external = external_redis(&cluster, &ctx, &namespace).await?;
     let inputs = Inputs {
         default_image: ctx.server_image.clone(),

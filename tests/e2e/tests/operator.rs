@@ -325,6 +325,32 @@ async fn app_with_secret_ref_reads_the_users_secret_and_never_writes_it() {
         "--from-literal=key=shop-key",
         "--from-literal=secret=shop-secret",
     ]);
+    // Naming a Secret is not enough: until it opts in, nothing of it is read or granted.
+    let refused = eventually("the unlabelled Secret refused", WAIT, || async {
+        let app: PusherApp = get(&client, ns, "shop").await?;
+        let c = condition(&app.status.as_ref()?.conditions, "CredentialsResolved")?;
+        (c.reason == "SecretNotOptedIn").then_some(app)
+    })
+    .await;
+    let c = condition(&refused.status.as_ref().unwrap().conditions, "CredentialsResolved").unwrap();
+    assert!(
+        c.message.contains("herald.dev/credentials=true"),
+        "the condition says what to add: {}",
+        c.message
+    );
+    assert_eq!(refused.status.as_ref().unwrap().key, None, "no value copied into status");
+    let everything = format!(
+        "{}{}{}",
+        plane.kubectl_ok(&["get", "pusherapp", "-n", ns, "shop", "-o", "yaml"]),
+        plane.kubectl_ok(&["get", "events", "-n", ns, "-o", "yaml"]),
+        plane.kubectl_ok(&["get", "role", "-n", ns, "-o", "yaml"]),
+    );
+    assert!(
+        !everything.contains("shop-key") && !everything.contains("shop-secret"),
+        "a value leaked: {everything}"
+    );
+    assert!(!everything.contains("- shop-pusher"), "the pods' Role must not grant the unlabelled Secret");
+    plane.kubectl_ok(&["label", "secret", "shop-pusher", "-n", ns, "herald.dev/credentials=true"]);
     let resolved = app_condition(&client, ns, "shop", "CredentialsResolved", "True").await;
     let status = resolved.status.expect("status");
     assert_eq!(status.app_id.as_deref(), Some("4242"), "the spec's app id is used");
