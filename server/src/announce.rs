@@ -179,6 +179,8 @@ impl Announcer {
     async fn to_channel(&self, app_id: &str, channel: &str, frame: String, origin: &Origin) {
         let frame = Utf8Bytes::from(frame);
         match origin {
+            // The frames went out when the change happened; only the webhooks were left.
+            Origin::Takeover => {}
             Origin::Rejoin => self.fanout.publish_elsewhere(app_id, channel, frame).await,
             _ => {
                 if let Err(e) = self.fanout.publish(app_id, channel, frame, origin.except()).await {
@@ -192,6 +194,7 @@ impl Announcer {
     async fn to_watchers(&self, app_id: &str, user_id: &str, frame: String, origin: &Origin) {
         let frame = Utf8Bytes::from(frame);
         match origin {
+            Origin::Takeover => {}
             Origin::Rejoin => self.users.notify_watchers_elsewhere(app_id, user_id, frame).await,
             _ => self.users.notify_watchers(app_id, user_id, frame).await,
         }

@@ -108,6 +108,9 @@ pub struct Hold {
     pub(crate) key: String,
     /// Which hold it is (a newer one may have replaced it).
     pub(crate) token: String,
+    /// Where the hold is listed for a takeover if its holder dies (the holder's `nodekeys` and
+    /// the entry), to unlist it on release.
+    pub(crate) listed: Option<(String, String)>,
 }
 
 /// Who caused a batch of transitions, which decides who hears their frames.
@@ -120,6 +123,9 @@ pub enum Origin {
     /// This node rejoining after an outage: only the other nodes hear the frames (this node's
     /// sockets never saw the change undone).
     Rejoin,
+    /// Webhooks a dead node held, taken over by the node that cleaned up after it: their frames
+    /// went out when the change happened, so only the webhooks remain.
+    Takeover,
 }
 
 impl Origin {
@@ -127,7 +133,7 @@ impl Origin {
     pub fn except(&self) -> Option<&str> {
         match self {
             Origin::Socket(id) => Some(id),
-            Origin::Cleanup | Origin::Rejoin => None,
+            Origin::Cleanup | Origin::Rejoin | Origin::Takeover => None,
         }
     }
 }

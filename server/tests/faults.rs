@@ -273,3 +273,45 @@ async fn a_node_cut_off_from_redis_fires_no_webhooks_from_its_local_view() {
     assert_eq!(names(&hooks.events()), ["channel_occupied:private-shared"], "false news from a local view");
     drop(ada);
 }
+
+#[tokio::test]
+async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
+    // A user leaves n3, and a channel's only subscriber leaves n3; 0.2 s later n3 is killed.
+    // The transitions are already in Redis; the webhooks were waiting out their 3 s on n3. The
+    // node that cleans up after n3 takes them over.
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let _n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let mut n3 = Node::spawn(&redis, "n3", &webhook).await;
+    let mut ada = connect(n3.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    let mut solo = connect(n3.addr).await;
+    solo.subscribe("private-solo").await;
+    hooks
+        .wait_for(Duration::from_secs(5), |e| {
+            let n = names(e);
+            n.contains(&"member_added:presence-room:ada".to_owned())
+                && n.contains(&"channel_occupied:private-solo".to_owned())
+        })
+        .await;
+    solo.send(json!({"event":"pusher:unsubscribe","data":{"channel":"private-solo"}})).await;
+    ada.send(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-room"}})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n3.kill9().await;
+    let events = hooks
+        .wait_for(Duration::from_secs(20), |e| {
+            let n = names(e);
+            n.contains(&"member_removed:presence-room:ada".to_owned())
+                && n.contains(&"channel_vacated:private-solo".to_owned())
+        })
+        .await;
+    // Once each, not more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let n = names(&hooks.events());
+    for once in
+        ["member_removed:presence-room:ada", "channel_vacated:private-solo", "channel_vacated:presence-room"]
+    {
+        assert_eq!(n.iter().filter(|x| *x == once).count(), 1, "{once} once: {n:?} (first seen {events:?})");
+    }
+}

@@ -195,7 +195,7 @@ async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after
     assert!(f.hooks.drain().is_empty(), "back within the window: no webhook");
     assert_eq!(frames(&mut a).len(), 1, "but the channel still hears member_added");
 
-    let hold = crate::cluster::Hold { key: "k".into(), token: "t".into() };
+    let hold = crate::cluster::Hold { key: "k".into(), token: "t".into(), listed: None };
     let left = vec![
         Transition::Vacated { channel: "c".into(), window: crate::cluster::Window::Cluster(hold) },
         Transition::MemberRemoved {

@@ -465,8 +465,21 @@ impl ChannelState for RedisCluster {
     }
 
     async fn release(&self, hold: &Hold) -> bool {
-        let result: redis::RedisResult<i64> =
-            self.inner.scripts.release.key(&hold.key).arg(&hold.token).invoke_async(&mut self.conn()).await;
+        // Unlisted from its holder's nodekeys either way: the window is over.
+        let (listing, entry) = match &hold.listed {
+            Some((nodekeys, entry)) => (nodekeys.clone(), entry.as_str()),
+            None => (self.inner.keys.nodekeys(&self.incarnation()), ""),
+        };
+        let result: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .release
+            .key(&hold.key)
+            .key(listing)
+            .arg(&hold.token)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await;
         match result {
             Ok(released) => released == 1,
             Err(e) => {

@@ -108,6 +108,10 @@ pub enum Entry<'a> {
     Presence(&'a str, &'a str),
     Users(&'a str),
     Conns(&'a str),
+    /// A `channel_vacated` webhook this incarnation holds (app, channel): taken over if it dies.
+    HeldVacate(&'a str, &'a str),
+    /// A `member_removed` webhook this incarnation holds (app, channel, user).
+    HeldRemove(&'a str, &'a str, &'a str),
 }
 
 impl Entry<'_> {
@@ -117,18 +121,23 @@ impl Entry<'_> {
             Entry::Presence(app, ch) => format!("p\n{app}\n{ch}"),
             Entry::Users(app) => format!("u\n{app}"),
             Entry::Conns(app) => format!("n\n{app}"),
+            Entry::HeldVacate(app, ch) => format!("v\n{app}\n{ch}"),
+            Entry::HeldRemove(app, ch, user) => format!("r\n{app}\n{ch}\n{user}"),
         }
     }
 
     pub fn decode(s: &str) -> Option<Entry<'_>> {
-        let mut parts = s.split('\n');
+        // A user id, last, may hold anything, newlines too.
+        let mut parts = s.splitn(4, '\n');
         let kind = parts.next()?;
         let app = parts.next()?;
-        match (kind, parts.next()) {
-            ("c", Some(ch)) => Some(Entry::Channel(app, ch)),
-            ("p", Some(ch)) => Some(Entry::Presence(app, ch)),
-            ("u", None) => Some(Entry::Users(app)),
-            ("n", None) => Some(Entry::Conns(app)),
+        match (kind, parts.next(), parts.next()) {
+            ("c", Some(ch), None) => Some(Entry::Channel(app, ch)),
+            ("p", Some(ch), None) => Some(Entry::Presence(app, ch)),
+            ("u", None, None) => Some(Entry::Users(app)),
+            ("n", None, None) => Some(Entry::Conns(app)),
+            ("v", Some(ch), None) => Some(Entry::HeldVacate(app, ch)),
+            ("r", Some(ch), Some(user)) => Some(Entry::HeldRemove(app, ch, user)),
             _ => None,
         }
     }
@@ -172,7 +181,8 @@ impl Scripts {
                  return {before, before + tonumber(ARGV[4]), returned}",
             ),
             // KEYS chan, channels, nodekeys, held vacate; ARGV incarnation, channel, entry, hold
-            // token, hold ms → total after (0: vacated, its webhook held), -1 if not ours
+            // token, hold ms, hold entry → total after (0: vacated, its webhook held and listed in
+            // nodekeys, so a node that cleans up after this one takes it over), -1 if not ours
             leave_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  if mine <= 0 then return -1 end
@@ -186,6 +196,7 @@ impl Scripts {
                  if total == 0 then
                    redis.call('SREM', KEYS[2], ARGV[2])
                    redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+                   redis.call('SADD', KEYS[3], ARGV[6])
                  end
                  return total",
             ),
@@ -205,8 +216,8 @@ impl Scripts {
                  end
                  return 0",
             ),
-            // KEYS pres, pinfo, pmem, nodekeys, held remove; ARGV user, entry, hold token, hold ms
-            // → 1 when the member is gone (its webhook held)
+            // KEYS pres, pinfo, pmem, nodekeys, held remove; ARGV user, entry, hold token, hold ms,
+            // hold entry → 1 when the member is gone (its webhook held and listed in nodekeys)
             presence_leave: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
                  if mine <= 0 then return 0 end
@@ -217,14 +228,17 @@ impl Scripts {
                    redis.call('HDEL', KEYS[1], ARGV[1])
                    redis.call('HDEL', KEYS[2], ARGV[1])
                    redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
+                   redis.call('SADD', KEYS[4], ARGV[5])
                    return 1
                  end
                  return 0",
             ),
-            // KEYS held; ARGV token → 1 when the hold was still ours (send its webhook), 0 when
-            // the channel or member came back (or a newer hold replaced it)
+            // KEYS held, nodekeys of its holder (may be a dummy); ARGV token, hold entry → 1 when
+            // the hold was still ours (send its webhook), 0 when the channel or member came back
+            // (or a newer hold replaced it)
             release: plain(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+                "redis.call('SREM', KEYS[2], ARGV[2])
+                 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
                  return 0",
             ),
             // KEYS users, umem, nodekeys, lease; ARGV user, entry, delta → 1 when the user came online
@@ -324,6 +338,8 @@ mod tests {
             Entry::Presence("1", "b"),
             Entry::Users("2"),
             Entry::Conns("3"),
+            Entry::HeldVacate("1", "c"),
+            Entry::HeldRemove("1", "presence-a", "u\nwith a newline"),
         ] {
             let encoded = e.encode();
             assert_eq!(Entry::decode(&encoded).map(|d| d.encode()), Some(encoded));

@@ -238,16 +238,19 @@ impl RedisCluster {
             Some(b'c') | Some(b'n') => 0,
             _ => 1,
         });
-        let mut announced: Vec<(String, Vec<Transition>)> = Vec::new();
-        let mut add = |app: &str, t: Transition| match announced.iter_mut().find(|(a, _)| a == app) {
-            Some((_, list)) => list.push(t),
-            None => announced.push((app.to_owned(), vec![t])),
+        let mut announced: Vec<(String, Origin, Vec<Transition>)> = Vec::new();
+        let mut add_as = |app: &str, origin: Origin, t: Transition| match announced
+            .iter_mut()
+            .find(|(a, o, _)| a == app && *o == origin)
+        {
+            Some((_, _, list)) => list.push(t),
+            None => announced.push((app.to_owned(), origin, vec![t])),
         };
         for raw in &entries {
             let Some(entry) = Entry::decode(raw) else { continue };
             match entry {
                 Entry::Channel(a, c) => {
-                    let hold = Hold { key: k.held_vacate(a, c), token: hold_token() };
+                    let hold = Hold { key: k.held_vacate(a, c), token: hold_token(), listed: None };
                     let vacated: i64 = s
                         .clean_channel
                         .key(k.chan(a, c))
@@ -260,7 +263,11 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     if vacated == 1 {
-                        add(a, Transition::Vacated { channel: c.into(), window: Window::Cluster(hold) });
+                        add_as(
+                            a,
+                            Origin::Cleanup,
+                            Transition::Vacated { channel: c.into(), window: Window::Cluster(hold) },
+                        );
                     }
                 }
                 Entry::Presence(a, c) => {
@@ -276,10 +283,15 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in gone {
-                        let hold = Hold { key: k.held_remove(a, c, &user_id), token: token.clone() };
+                        let hold =
+                            Hold { key: k.held_remove(a, c, &user_id), token: token.clone(), listed: None };
                         let user_id = user_id.into();
                         let window = Window::Cluster(hold);
-                        add(a, Transition::MemberRemoved { channel: c.into(), user_id, window });
+                        add_as(
+                            a,
+                            Origin::Cleanup,
+                            Transition::MemberRemoved { channel: c.into(), user_id, window },
+                        );
                     }
                 }
                 Entry::Users(a) => {
@@ -294,11 +306,30 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in offline {
-                        add(a, Transition::UserOffline { user_id: user_id.into() });
+                        add_as(a, Origin::Cleanup, Transition::UserOffline { user_id: user_id.into() });
                     }
                 }
                 Entry::Conns(a) => {
                     let _: i64 = conn.hdel(k.conns(a), incarnation).await?;
+                }
+                // A webhook the dead incarnation held for its window: still held (nobody came
+                // back), so this node takes it over and ends its window.
+                Entry::HeldVacate(a, c) => {
+                    let key = k.held_vacate(a, c);
+                    let token: Option<String> = conn.get(&key).await?;
+                    if let Some(token) = token {
+                        let window = Window::Cluster(Hold { key, token, listed: None });
+                        add_as(a, Origin::Takeover, Transition::Vacated { channel: c.into(), window });
+                    }
+                }
+                Entry::HeldRemove(a, c, user) => {
+                    let key = k.held_remove(a, c, user);
+                    let token: Option<String> = conn.get(&key).await?;
+                    if let Some(token) = token {
+                        let window = Window::Cluster(Hold { key, token, listed: None });
+                        let t = Transition::MemberRemoved { channel: c.into(), user_id: user.into(), window };
+                        add_as(a, Origin::Takeover, t);
+                    }
                 }
             }
         }
@@ -318,8 +349,8 @@ impl RedisCluster {
             .await?;
         self.inner.metrics.cleanups.inc();
         if announce {
-            for (app_id, transitions) in announced {
-                self.announce(&app_id, Origin::Cleanup, transitions);
+            for (app_id, origin, transitions) in announced {
+                self.announce(&app_id, origin, transitions);
             }
         }
         Ok(())

@@ -141,7 +141,12 @@ impl RedisCluster {
         let mut conn = self.live();
         let mut member_removed = None;
         if let Some(user) = user_id {
-            let hold = Hold { key: k.held_remove(app_id, channel, user), token: hold_token() };
+            let entry = Entry::HeldRemove(app_id, channel, user).encode();
+            let hold = Hold {
+                key: k.held_remove(app_id, channel, user),
+                token: hold_token(),
+                listed: Some((k.nodekeys(&me), entry.clone())),
+            };
             let gone: i64 = self
                 .inner
                 .scripts
@@ -155,11 +160,17 @@ impl RedisCluster {
                 .arg(Entry::Presence(app_id, channel).encode())
                 .arg(&hold.token)
                 .arg(HOLD_TTL_MS)
+                .arg(&entry)
                 .invoke_async(&mut conn)
                 .await?;
             member_removed = (gone == 1).then_some(hold);
         }
-        let hold = Hold { key: k.held_vacate(app_id, channel), token: hold_token() };
+        let entry = Entry::HeldVacate(app_id, channel).encode();
+        let hold = Hold {
+            key: k.held_vacate(app_id, channel),
+            token: hold_token(),
+            listed: Some((k.nodekeys(&me), entry.clone())),
+        };
         let total: i64 = self
             .inner
             .scripts
@@ -173,6 +184,7 @@ impl RedisCluster {
             .arg(Entry::Channel(app_id, channel).encode())
             .arg(&hold.token)
             .arg(HOLD_TTL_MS)
+            .arg(&entry)
             .invoke_async(&mut conn)
             .await?;
         Ok(RemoteLeave { vacated: (total == 0).then_some(hold), member_removed, count: total.max(0) as u64 })
