@@ -80,6 +80,7 @@ impl Announcer {
                     let app = self.apps.by_id(&app_id);
                     self.effects(&app_id, app.as_ref(), &origin, transitions).await;
                 }
+                Announcement::Resume(requests) => self.webhooks.resume(requests),
                 Announcement::Flush(done) => {
                     let _ = done.send(());
                 }

@@ -150,6 +150,8 @@ pub enum Announcement {
         /// What changed, in order.
         transitions: Vec<Transition>,
     },
+    /// Webhook requests a dead node was delivering, to finish.
+    Resume(Vec<crate::webhooks::StoredRequest>),
     /// Answered once everything sent before it has been announced (graceful shutdown).
     Flush(oneshot::Sender<()>),
 }

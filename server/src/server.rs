@@ -63,7 +63,6 @@ impl Server {
         let metrics = Metrics::new();
         let registry = Registry::new(&metrics);
         let console = ConsoleLog::default();
-        let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics, console.clone());
         let shutdown = CancellationToken::new();
         let tls = match &s.tls {
             Some(files) => Some(
@@ -84,21 +83,26 @@ impl Server {
             }
         };
         let (announcements, backend_transitions) = mpsc::unbounded_channel();
-        let cluster = match &s.cluster {
+        let (cluster, journal) = match &s.cluster {
             ClusterMode::Local => {
                 let local = LocalCluster::new(registry);
                 local.start_cache_sweeper();
-                Cluster::of(local)
+                (Cluster::of(local), None)
             }
-            ClusterMode::Redis(redis) => Cluster::of(
-                RedisCluster::connect(redis.clone(), registry, announcements.clone(), metrics.clone())
-                    .await
-                    .map_err(|e| {
-                        let url = crate::config::redacted_url(&redis.url);
-                        io::Error::other(format!("cannot join the Redis cluster at {url}: {e}"))
-                    })?,
-            ),
+            ClusterMode::Redis(redis) => {
+                let backend =
+                    RedisCluster::connect(redis.clone(), registry, announcements.clone(), metrics.clone())
+                        .await
+                        .map_err(|e| {
+                            let url = crate::config::redacted_url(&redis.url);
+                            io::Error::other(format!("cannot join the Redis cluster at {url}: {e}"))
+                        })?;
+                // Webhook requests being delivered are kept in Redis, for a takeover.
+                let journal: Arc<dyn crate::webhooks::Journal> = Arc::new(backend.clone());
+                (Cluster::of(backend), Some(journal))
+            }
         };
+        let (webhooks, pipeline) = Webhooks::start(webhook_settings, &metrics, console.clone(), journal);
         let announcer = Announcer::new(&cluster, webhooks.clone(), apps.clone());
         tokio::spawn(announcer.clone().run_backend(backend_transitions));
         let rates = Arc::new(AppRates::default());

@@ -112,6 +112,45 @@ impl WebhookEvent {
     }
 }
 
+/// A webhook request as kept outside the process while it is delivered: enough to finish it on
+/// another node (the same id, body and signature; the retry schedule from `started_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredRequest {
+    /// `X-Herald-Webhook-Id`.
+    pub id: String,
+    /// The app.
+    pub app_id: String,
+    /// Target URL.
+    pub url: String,
+    /// `X-Pusher-Key`.
+    pub key: String,
+    /// `X-Pusher-Signature` (the HMAC of the body; the secret itself is never stored).
+    pub signature: String,
+    /// The JSON body.
+    pub body: String,
+    /// When the first attempt was made (ms since the Unix epoch).
+    pub started_ms: u64,
+}
+
+/// Where requests being delivered are kept, so that the node cleaning up after a dead one can
+/// finish them (cluster mode). Best effort: a request that cannot be recorded is still sent.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Keeps a request before its first attempt; returns where it is kept.
+    async fn record(&self, request: &StoredRequest) -> Option<String>;
+    /// Forgets a request delivered or given up.
+    async fn done(&self, place: &str, id: &str);
+}
+
+/// What the worker is handed.
+#[derive(Debug)]
+enum Work {
+    /// An event to hold, batch and send.
+    Event(Queued),
+    /// A request another node started, to finish.
+    Resume(StoredRequest),
+}
+
 /// An event with its app, on its way to the worker.
 #[derive(Debug)]
 struct Queued {
@@ -171,7 +210,7 @@ impl Default for WebhookSettings {
 /// Cheap-clone handle for emitting webhook events.
 #[derive(Clone, Debug)]
 pub struct Webhooks {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Work>,
     metrics: WebhookMetrics,
     window: Duration,
 }
@@ -199,6 +238,7 @@ impl Webhooks {
         settings: WebhookSettings,
         metrics: &Metrics,
         console: crate::console_log::ConsoleLog,
+        journal: Option<Arc<dyn Journal>>,
     ) -> (Webhooks, WebhookPipeline) {
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let window = settings.debounce;
@@ -211,7 +251,7 @@ impl Webhooks {
         };
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let worker = worker::Worker::new(settings, m.clone(), tasks.clone());
+        let worker = worker::Worker::new(settings, m.clone(), tasks.clone(), journal);
         tasks.spawn(worker.run(rx, stop.clone()));
         (Webhooks { tx, metrics: m, window }, WebhookPipeline { stop, tasks })
     }
@@ -228,6 +268,18 @@ impl Webhooks {
         self.queue(app, event, true);
     }
 
+    /// Finishes requests a dead node was delivering: the same ids, the rest of their retry
+    /// schedule.
+    pub fn resume(&self, requests: Vec<StoredRequest>) {
+        for request in requests {
+            let app_id = request.app_id.clone();
+            if self.tx.try_send(Work::Resume(request)).is_err() {
+                tracing::warn!(app_id = %app_id, "taken-over webhook dropped: queue full");
+                self.metrics.drop(&app_id, "queue_full");
+            }
+        }
+    }
+
     /// How long `channel_vacated` and `member_removed` wait for the channel or member to return.
     pub fn window(&self) -> Duration {
         self.window
@@ -239,7 +291,7 @@ impl Webhooks {
             return;
         }
         self.metrics.queued.get_or_create(&AppLabel::new(&app.id)).inc();
-        if let Err(e) = self.tx.try_send(Queued { app: app.clone(), event, settled }) {
+        if let Err(e) = self.tx.try_send(Work::Event(Queued { app: app.clone(), event, settled })) {
             let reason = match e {
                 mpsc::error::TrySendError::Full(_) => "queue_full",
                 mpsc::error::TrySendError::Closed(_) => "shutting_down",
@@ -269,7 +321,7 @@ impl Webhooks {
 
 /// What a [`Webhooks::recording`] handle was given.
 #[cfg(test)]
-pub(crate) struct Recorded(mpsc::Receiver<Queued>);
+pub(crate) struct Recorded(mpsc::Receiver<Work>);
 
 #[cfg(test)]
 impl Recorded {
@@ -281,7 +333,10 @@ impl Recorded {
     /// Every event emitted so far, with its app id and whether its window was kept elsewhere.
     pub(crate) fn drain_settled(&mut self) -> Vec<(String, WebhookEvent, bool)> {
         std::iter::from_fn(|| self.0.try_recv().ok())
-            .map(|q| (q.app.id.clone(), q.event, q.settled))
+            .filter_map(|w| match w {
+                Work::Event(q) => Some((q.app.id.clone(), q.event, q.settled)),
+                Work::Resume(_) => None,
+            })
             .collect()
     }
 }

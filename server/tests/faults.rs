@@ -315,3 +315,39 @@ async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
         assert_eq!(n.iter().filter(|x| *x == once).count(), 1, "{once} once: {n:?} (first seen {events:?})");
     }
 }
+
+#[tokio::test]
+async fn a_webhook_being_retried_when_its_node_dies_is_finished_by_another_node_with_the_same_id() {
+    // The receiver fails the first two attempts; the node retrying is killed; the node that
+    // cleans up after it finishes the delivery, with the same X-Herald-Webhook-Id.
+    let hooks = Receiver::start(vec![500, 500]).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let mut n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let _n2 = Node::spawn(&redis, "n2", &webhook).await;
+    let mut c = connect(n1.addr).await;
+    c.subscribe("orders").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hooks.hooks().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "two failed attempts from n1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n1.kill9().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hooks.hooks().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "nobody finished the delivery: {:?}", hooks.hooks());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = hooks.hooks();
+    let occupied: Vec<_> = got.iter().filter(|h| h.body.contains("channel_occupied")).collect();
+    assert!(occupied.len() >= 3, "{got:?}");
+    assert!(
+        occupied.iter().all(|h| h.id == occupied[0].id && h.body == occupied[0].body),
+        "the same request: {got:?}"
+    );
+    assert!(!occupied[0].id.is_empty());
+    // Delivered (the third attempt got 200): nothing more follows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = hooks.hooks().iter().filter(|h| h.body.contains("channel_occupied")).count();
+    assert_eq!(again, occupied.len(), "no repeat after the delivery succeeded");
+}

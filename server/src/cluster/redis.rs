@@ -11,6 +11,7 @@
 //! its old incarnation.
 
 mod bus;
+mod journal;
 mod keys;
 mod lease;
 mod live;

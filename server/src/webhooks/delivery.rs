@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::WebhookMetrics;
+use super::{Journal, StoredRequest, WebhookMetrics};
 use crate::console_log::LogEntry;
 
 /// The longest wait between two attempts.
@@ -23,6 +23,8 @@ pub const ID_HEADER: &str = "x-herald-webhook-id";
 pub(super) struct Delivery {
     /// Stable id of this request across its retries.
     pub id: String,
+    /// Kept outside the process while it is delivered (cluster mode), with when it started.
+    pub journal: Option<(Arc<dyn Journal>, StoredRequest)>,
     pub client: reqwest::Client,
     pub url: String,
     pub key: String,
@@ -39,7 +41,16 @@ pub(super) struct Delivery {
 }
 
 pub(super) async fn deliver(d: Delivery) {
-    let give_up = Instant::now() + d.retry_for;
+    // The schedule runs from the first attempt, wherever that was made.
+    let elapsed = d
+        .journal
+        .as_ref()
+        .map_or(Duration::ZERO, |(_, r)| Duration::from_millis(super::now_ms().saturating_sub(r.started_ms)));
+    let give_up = Instant::now() + d.retry_for.saturating_sub(elapsed);
+    let place = match &d.journal {
+        Some((journal, request)) => journal.record(request).await,
+        None => None,
+    };
     let mut wait = d.first_retry;
     let mut attempt = 1u32;
     loop {
@@ -83,6 +94,9 @@ pub(super) async fn deliver(d: Delivery) {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
         attempt += 1;
+    }
+    if let (Some((journal, _)), Some(place)) = (&d.journal, &place) {
+        journal.done(place, &d.id).await;
     }
     d.pending.fetch_sub(1, Ordering::AcqRel);
 }

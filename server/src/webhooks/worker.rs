@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::delivery::{deliver, Delivery};
-use super::{now_ms, Queued, WebhookEvent, WebhookMetrics, WebhookSettings};
+use super::{now_ms, Journal, Queued, StoredRequest, WebhookEvent, WebhookMetrics, WebhookSettings, Work};
 use crate::apps::App;
 use crate::metrics::AppLabel;
 use crate::signing;
@@ -42,6 +42,8 @@ pub(super) struct Worker {
     held: DelayQueue<Queued>,
     held_keys: HashMap<DebounceKey, delay_queue::Key>,
     batches: HashMap<String, Batch>,
+    /// Where requests are kept while delivered (cluster mode).
+    journal: Option<Arc<dyn Journal>>,
 }
 
 /// The debounce key of an event, and whether it is the held (leaving) side.
@@ -64,7 +66,12 @@ struct Body<'a> {
 }
 
 impl Worker {
-    pub(super) fn new(settings: WebhookSettings, metrics: WebhookMetrics, tasks: TaskTracker) -> Self {
+    pub(super) fn new(
+        settings: WebhookSettings,
+        metrics: WebhookMetrics,
+        tasks: TaskTracker,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         let client = reqwest::Client::builder().timeout(settings.request_timeout).build().unwrap_or_default();
         Worker {
             settings,
@@ -76,16 +83,18 @@ impl Worker {
             held: DelayQueue::new(),
             held_keys: HashMap::new(),
             batches: HashMap::new(),
+            journal,
         }
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Work>, stop: CancellationToken) {
         loop {
             let next_batch = self.batches.values().map(|b| b.deadline).min();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                queued = rx.recv() => match queued {
-                    Some(q) => self.accept(q),
+                work = rx.recv() => match work {
+                    Some(Work::Event(q)) => self.accept(q),
+                    Some(Work::Resume(r)) => self.resume(r),
                     None => break,
                 },
                 Some(expired) = self.held.next(), if !self.held.is_empty() => {
@@ -101,8 +110,11 @@ impl Worker {
             }
         }
         // Shutting down: whatever is held or batched goes out now.
-        while let Ok(q) = rx.try_recv() {
-            self.accept(q);
+        while let Ok(work) = rx.try_recv() {
+            match work {
+                Work::Event(q) => self.accept(q),
+                Work::Resume(r) => self.resume(r),
+            }
         }
         for key in std::mem::take(&mut self.held_keys).into_values() {
             let q = self.held.remove(&key).into_inner();
@@ -176,12 +188,27 @@ impl Worker {
                 Ok(b) => bytes::Bytes::from(b),
                 Err(_) => continue,
             };
+            let id = format!("{:032x}", rand::random::<u128>());
+            let signature = signing::sign(&app.secret, &body);
+            let journal = self.journal.clone().map(|j| {
+                let request = StoredRequest {
+                    id: id.clone(),
+                    app_id: app.id.clone(),
+                    url: target.url.clone(),
+                    key: app.key.clone(),
+                    signature: signature.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    started_ms: now_ms(),
+                };
+                (j, request)
+            });
             let delivery = Delivery {
-                id: format!("{:032x}", rand::random::<u128>()),
+                id,
+                journal,
                 client: self.client.clone(),
                 url: target.url.clone(),
                 key: app.key.clone(),
-                signature: signing::sign(&app.secret, &body),
+                signature,
                 body,
                 app_id: app.id.clone(),
                 first_retry: self.settings.first_retry,
@@ -195,5 +222,30 @@ impl Worker {
             self.pending.fetch_add(1, Ordering::AcqRel);
             self.tasks.spawn(deliver(delivery));
         }
+    }
+
+    /// Finishes a request another node started: same id, body and signature, the rest of its
+    /// retry schedule, kept in this node's journal in turn.
+    fn resume(&mut self, r: StoredRequest) {
+        let label = AppLabel::new(&r.app_id);
+        let delivery = Delivery {
+            id: r.id.clone(),
+            client: self.client.clone(),
+            url: r.url.clone(),
+            key: r.key.clone(),
+            signature: r.signature.clone(),
+            body: bytes::Bytes::from(r.body.clone().into_bytes()),
+            app_id: r.app_id.clone(),
+            first_retry: self.settings.first_retry,
+            retry_for: self.settings.retry_for,
+            permits: self.permits.clone(),
+            pending: self.pending.clone(),
+            sent: self.metrics.sent.get_or_create(&label).clone(),
+            failed: self.metrics.failed.get_or_create(&label).clone(),
+            metrics: self.metrics.clone(),
+            journal: self.journal.clone().map(|j| (j, r)),
+        };
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.tasks.spawn(deliver(delivery));
     }
 }

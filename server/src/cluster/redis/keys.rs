@@ -74,6 +74,11 @@ impl Keys {
     pub fn held_remove(&self, app: &str, ch: &str, user: &str) -> String {
         format!("{}{user}", self.held_removes(app, ch))
     }
+    /// HASH request id → JSON request: the webhook requests an incarnation is delivering, taken
+    /// over by whoever cleans up after it.
+    pub fn hooks(&self, incarnation: &str) -> String {
+        format!("{}:hooks:{incarnation}", self.prefix)
+    }
     /// STRING with a TTL: who is cleaning up after a dead incarnation. While it lives no other
     /// node claims that incarnation; if the claimer dies, it expires and another node finishes.
     pub fn claim(&self, incarnation: &str) -> String {
@@ -112,6 +117,8 @@ pub enum Entry<'a> {
     HeldVacate(&'a str, &'a str),
     /// A `member_removed` webhook this incarnation holds (app, channel, user).
     HeldRemove(&'a str, &'a str, &'a str),
+    /// Webhook requests this incarnation is delivering ([`Keys::hooks`]).
+    Webhooks,
 }
 
 impl Entry<'_> {
@@ -123,6 +130,7 @@ impl Entry<'_> {
             Entry::Conns(app) => format!("n\n{app}"),
             Entry::HeldVacate(app, ch) => format!("v\n{app}\n{ch}"),
             Entry::HeldRemove(app, ch, user) => format!("r\n{app}\n{ch}\n{user}"),
+            Entry::Webhooks => "w\n-".to_owned(),
         }
     }
 
@@ -138,6 +146,7 @@ impl Entry<'_> {
             ("n", None, None) => Some(Entry::Conns(app)),
             ("v", Some(ch), None) => Some(Entry::HeldVacate(app, ch)),
             ("r", Some(ch), Some(user)) => Some(Entry::HeldRemove(app, ch, user)),
+            ("w", None, None) => Some(Entry::Webhooks),
             _ => None,
         }
     }
@@ -340,6 +349,7 @@ mod tests {
             Entry::Conns("3"),
             Entry::HeldVacate("1", "c"),
             Entry::HeldRemove("1", "presence-a", "u\nwith a newline"),
+            Entry::Webhooks,
         ] {
             let encoded = e.encode();
             assert_eq!(Entry::decode(&encoded).map(|d| d.encode()), Some(encoded));

@@ -239,6 +239,7 @@ impl RedisCluster {
             _ => 1,
         });
         let mut announced: Vec<(String, Origin, Vec<Transition>)> = Vec::new();
+        let mut resumed: Vec<crate::webhooks::StoredRequest> = Vec::new();
         let mut add_as = |app: &str, origin: Origin, t: Transition| match announced
             .iter_mut()
             .find(|(a, o, _)| a == app && *o == origin)
@@ -314,6 +315,17 @@ impl RedisCluster {
                 }
                 // A webhook the dead incarnation held for its window: still held (nobody came
                 // back), so this node takes it over and ends its window.
+                // Requests the dead incarnation was delivering: finished here, unless they are
+                // this process's own (a resync's old incarnation: still delivered from memory).
+                Entry::Webhooks => {
+                    let stored: Vec<(String, String)> = conn.hgetall(k.hooks(incarnation)).await?;
+                    let _: i64 = conn.del(k.hooks(incarnation)).await?;
+                    if !self.is_own(incarnation) {
+                        resumed.extend(
+                            stored.into_iter().filter_map(|(_, json)| serde_json::from_str(&json).ok()),
+                        );
+                    }
+                }
                 Entry::HeldVacate(a, c) => {
                     let key = k.held_vacate(a, c);
                     let token: Option<String> = conn.get(&key).await?;
@@ -351,6 +363,10 @@ impl RedisCluster {
         if announce {
             for (app_id, origin, transitions) in announced {
                 self.announce(&app_id, origin, transitions);
+            }
+            if !resumed.is_empty() {
+                tracing::warn!(count = resumed.len(), dead = %incarnation, "taking over webhook deliveries");
+                let _ = self.inner.announce.send(crate::cluster::Announcement::Resume(resumed));
             }
         }
         Ok(())
