@@ -32,18 +32,34 @@ pub struct TestServer {
 }
 
 /// With `HERALD_TEST_REDIS_URL` set, every in-process server runs on the Redis backend (each
-/// with its own key prefix), so the same behaviour tests cover both `Cluster` implementations.
+/// with its own key prefix), so the same behaviour tests cover both `Cluster` implementations —
+/// and every way Redis runs: `HERALD_TEST_REDIS_MODE=sentinel` with
+/// `HERALD_TEST_REDIS_SENTINEL_MASTER` (the URL lists the sentinels), and
+/// `HERALD_TEST_REDIS_CA_FILE` / `_CERT_FILE` / `_KEY_FILE` for a TLS-only Redis.
 fn with_backend(mut config: Config) -> Config {
+    use herald_server::config::{RedisMode, RedisTls};
     if let Ok(url) = std::env::var("HERALD_TEST_REDIS_URL") {
         let id = format!("{:08x}", rand::random::<u32>());
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mode = match (env("HERALD_TEST_REDIS_MODE").as_deref(), env("HERALD_TEST_REDIS_SENTINEL_MASTER"))
+        {
+            (Some("sentinel"), Some(master)) => RedisMode::Sentinel { master },
+            _ => RedisMode::Standalone,
+        };
+        let tls = RedisTls {
+            ca_file: env("HERALD_TEST_REDIS_CA_FILE").map(Into::into),
+            client: env("HERALD_TEST_REDIS_CERT_FILE")
+                .zip(env("HERALD_TEST_REDIS_KEY_FILE"))
+                .map(|(c, k)| (c.into(), k.into())),
+        };
         config.settings.cluster =
             herald_server::config::ClusterMode::Redis(herald_server::cluster::RedisSettings {
                 url,
                 node_id: format!("test-{id}"),
                 lease_ttl: Duration::from_secs(3),
                 prefix: format!("herald-test-{id}"),
-                tls: Default::default(),
-                mode: Default::default(),
+                tls,
+                mode,
             });
     }
     config
