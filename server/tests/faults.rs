@@ -351,3 +351,46 @@ async fn a_webhook_being_retried_when_its_node_dies_is_finished_by_another_node_
     let again = hooks.hooks().iter().filter(|h| h.body.contains("channel_occupied")).count();
     assert_eq!(again, occupied.len(), "no repeat after the delivery succeeded");
 }
+
+#[tokio::test]
+async fn a_cleanup_whose_claimer_is_killed_half_way_is_finished_by_another_node() {
+    let redis = Redis::start().await;
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut poll = client.get_multiplexed_async_connection().await.expect("redis");
+    let mut n1 = Node::spawn(&redis, "n1", &[]).await;
+    let mut n2 = Node::spawn(&redis, "n2", &[]).await;
+    let _bulk = bulk_subscribers(&n1, 3, 1000).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-x", "ada", json!({})).await;
+    let channels_key = format!("herald:{{{APP_ID}}}:channels");
+    let held = scard(&mut poll, &channels_key).await;
+    assert_eq!(held, 3001);
+
+    n1.kill9().await;
+    // n2, the only other node, claims n1's clean-up; it is killed as soon as it has started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scard(&mut poll, &channels_key).await == held {
+        assert!(std::time::Instant::now() < deadline, "n2 never started cleaning up after n1");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    n2.kill9().await;
+    let left = scard(&mut poll, &channels_key).await;
+    assert!(left > 0, "the kill came too late to cut the clean-up short");
+
+    // A node started afterwards finds both dead incarnations and finishes both clean-ups.
+    let n3 = Node::spawn(&redis, "n3", &[]).await;
+    let api = Api::new(n3.addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let channels = scard(&mut poll, &channels_key).await;
+        let (status, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-x/users"), &[]).await;
+        if channels == 0 && status == 200 && users["users"].as_array().is_some_and(|u| u.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{channels} of n1's channels and users {users} still there after the claimer died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
