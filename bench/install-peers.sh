@@ -20,8 +20,17 @@ JSON
   (cd "$peers/soketi" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+# Pinned, so figures compare the same peers run after run (docs/benchmarks.md names them).
+SOCKUDO_VERSION=5.2.0
+
 if [ ! -x "$peers/sockudo/bin/sockudo" ]; then
-  command -v protoc >/dev/null || { echo "sockudo needs protoc: apt-get install protobuf-compiler" >&2; exit 1; }
-  cargo install sockudo --locked --root "$peers/sockudo" --no-default-features --features local,redis
+  if ! command -v protoc >/dev/null; then
+    echo "sockudo needs protoc: installing Debian's protobuf-compiler"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+  fi
+  cargo install sockudo --version "$SOCKUDO_VERSION" --locked --root "$peers/sockudo" --no-default-features --features local,redis
 fi
 echo "peers in $peers: soketi $(cat "$peers/soketi/node_modules/@soketi/soketi/package.json" | sed -n 's/.*"version": "\(.*\)".*/\1/p'), sockudo $("$peers/sockudo/bin/sockudo" --version 2>/dev/null || echo '?')"
