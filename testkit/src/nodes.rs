@@ -416,6 +416,10 @@ impl SentinelSet {
         let (primary, replica, sentinel_port) = (free_port(), free_port(), free_port());
         let base = |port: u16| {
             vec![
+                // A replica's full sync writes an RDB file: into the temporary directory, not
+                // the test's working directory.
+                "--dir".to_owned(),
+                dir.display().to_string(),
                 "--port".to_owned(),
                 port.to_string(),
                 "--bind".into(),
