@@ -90,6 +90,41 @@ async fn scard(redis: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 
     redis::cmd("SCARD").arg(key).query_async(redis).await.expect("SCARD")
 }
 
+/// n1's state for the clean-up tests: 3,000 channels and the presence member `ada` in
+/// `presence-x`, so that its clean-up takes a while.
+async fn a_big_node(n1: &Node) -> (Vec<Client>, Client) {
+    let bulk = bulk_subscribers(n1, 3, 1000).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-x", "ada", json!({})).await;
+    (bulk, ada)
+}
+
+/// Returns once the channel count drops below `held`: someone is cleaning up.
+async fn wait_until_cleanup_starts(poll: &mut redis::aio::MultiplexedConnection, key: &str, held: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scard(poll, key).await == held {
+        assert!(std::time::Instant::now() < deadline, "nobody started cleaning up after n1");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits (up to 40 s) until none of n1's channels and no ghost member in `presence-x` is left.
+async fn assert_cleaned_up(api: &Api, poll: &mut redis::aio::MultiplexedConnection, key: &str, after: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let channels = scard(poll, key).await;
+        let (status, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-x/users"), &[]).await;
+        if channels == 0 && status == 200 && users["users"].as_array().is_some_and(|u| u.is_empty()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{channels} of n1's channels and users {users} still there {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_cleanup_cut_short_by_a_redis_stall_is_finished_by_another_claim() {
     let redis = Redis::start().await;
@@ -98,9 +133,7 @@ async fn a_cleanup_cut_short_by_a_redis_stall_is_finished_by_another_claim() {
     let n1 = Node::spawn(&redis, "n1", &[]).await;
     let n2 = Node::spawn(&redis, "n2", &[]).await;
     // n1 holds 3,000 channels and a presence member: its clean-up takes a while.
-    let _bulk = bulk_subscribers(&n1, 3, 1000).await;
-    let mut ada = connect(n1.addr).await;
-    ada.join("presence-x", "ada", json!({})).await;
+    let (_bulk, _ada) = a_big_node(&n1).await;
     let channels_key = format!("herald:{{{APP_ID}}}:channels");
     let held = scard(&mut poll, &channels_key).await;
     assert_eq!(held, 3001);
@@ -111,11 +144,7 @@ async fn a_cleanup_cut_short_by_a_redis_stall_is_finished_by_another_claim() {
     n1.kill9().await;
     // The moment n2 starts taking n1's channels away, Redis stalls for 2 s: longer than any
     // Redis call may take, so n2's clean-up fails half-way.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while scard(&mut poll, &channels_key).await == held {
-        assert!(std::time::Instant::now() < deadline, "n2 never started cleaning up after n1");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_until_cleanup_starts(&mut poll, &channels_key, held).await;
     staller.write_all(b"DEBUG SLEEP 2\r\n").await.expect("DEBUG SLEEP");
     let mut reply = [0u8; 5];
     staller.read_exact(&mut reply).await.expect("DEBUG SLEEP answered");
@@ -125,19 +154,7 @@ async fn a_cleanup_cut_short_by_a_redis_stall_is_finished_by_another_claim() {
 
     // Another claim finishes it: no occupied channel and no ghost member stay behind.
     let api = Api::new(n2.addr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let channels = scard(&mut poll, &channels_key).await;
-        let (status, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-x/users"), &[]).await;
-        if channels == 0 && status == 200 && users["users"].as_array().is_some_and(|u| u.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{channels} of n1's channels and users {users} still there long after the stall"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_cleaned_up(&api, &mut poll, &channels_key, "long after the stall").await;
 }
 
 #[tokio::test]
@@ -359,20 +376,14 @@ async fn a_cleanup_whose_claimer_is_killed_half_way_is_finished_by_another_node(
     let mut poll = client.get_multiplexed_async_connection().await.expect("redis");
     let mut n1 = Node::spawn(&redis, "n1", &[]).await;
     let mut n2 = Node::spawn(&redis, "n2", &[]).await;
-    let _bulk = bulk_subscribers(&n1, 3, 1000).await;
-    let mut ada = connect(n1.addr).await;
-    ada.join("presence-x", "ada", json!({})).await;
+    let (_bulk, _ada) = a_big_node(&n1).await;
     let channels_key = format!("herald:{{{APP_ID}}}:channels");
     let held = scard(&mut poll, &channels_key).await;
     assert_eq!(held, 3001);
 
     n1.kill9().await;
     // n2, the only other node, claims n1's clean-up; it is killed as soon as it has started.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while scard(&mut poll, &channels_key).await == held {
-        assert!(std::time::Instant::now() < deadline, "n2 never started cleaning up after n1");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_until_cleanup_starts(&mut poll, &channels_key, held).await;
     n2.kill9().await;
     let left = scard(&mut poll, &channels_key).await;
     assert!(left > 0, "the kill came too late to cut the clean-up short");
@@ -380,17 +391,5 @@ async fn a_cleanup_whose_claimer_is_killed_half_way_is_finished_by_another_node(
     // A node started afterwards finds both dead incarnations and finishes both clean-ups.
     let n3 = Node::spawn(&redis, "n3", &[]).await;
     let api = Api::new(n3.addr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let channels = scard(&mut poll, &channels_key).await;
-        let (status, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-x/users"), &[]).await;
-        if channels == 0 && status == 200 && users["users"].as_array().is_some_and(|u| u.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{channels} of n1's channels and users {users} still there after the claimer died"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_cleaned_up(&api, &mut poll, &channels_key, "after the claimer died").await;
 }
