@@ -197,7 +197,7 @@ impl Announcer {
         match origin {
             Origin::Takeover => {}
             Origin::Rejoin => self.users.notify_watchers_elsewhere(app_id, user_id, frame).await,
-            _ => self.users.notify_watchers(app_id, user_id, frame).await,
+            _ => self.users.notify_watchers(app_id, user_id, frame, origin.except()).await,
         }
     }
 

@@ -490,11 +490,23 @@ impl Registry {
     /// Closes every local socket of an app (app disabled or deleted, server shutdown).
     pub fn close_all(&self, app_id: &str, reason: crate::protocol::CloseReason) {
         if let Some(app) = self.existing(app_id) {
-            for ch in app.channels.iter() {
-                for sub in ch.subscribers.values() {
-                    sub.outbox.close(reason);
-                }
-            }
+            close_subscribers(&app, reason);
+        }
+    }
+
+    /// Closes every local socket subscribed to a channel, in every app (this node missed
+    /// messages it cannot make up for).
+    pub fn close_every_subscriber(&self, reason: crate::protocol::CloseReason) {
+        for app in self.apps.iter() {
+            close_subscribers(app.value(), reason);
+        }
+    }
+}
+
+fn close_subscribers(app: &AppChannels, reason: crate::protocol::CloseReason) {
+    for ch in app.channels.iter() {
+        for sub in ch.subscribers.values() {
+            sub.outbox.close(reason);
         }
     }
 }

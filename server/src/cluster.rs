@@ -120,6 +120,10 @@ pub enum Origin {
     Socket(Arc<str>),
     /// A clean-up of a node that is gone: every subscriber on every node hears them.
     Cleanup,
+    /// The clean-up of a dead incarnation (held as `@incarnation`): everyone hears the frames
+    /// except that incarnation's own sockets, should it be alive after all (cut off from Redis,
+    /// it rejoins and republishes; its sockets never saw these changes).
+    Reaped(Arc<str>),
     /// This node rejoining after an outage: only the other nodes hear the frames (this node's
     /// sockets never saw the change undone).
     Rejoin,
@@ -129,10 +133,16 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The socket to leave out of a frame's audience.
+    /// The clean-up of `incarnation`.
+    pub fn reaped(incarnation: &str) -> Origin {
+        Origin::Reaped(format!("@{incarnation}").into())
+    }
+
+    /// Who to leave out of a frame's audience: a socket id, or `@incarnation` for the sockets
+    /// of a node incarnation (see [`Origin::Reaped`]).
     pub fn except(&self) -> Option<&str> {
         match self {
-            Origin::Socket(id) => Some(id),
+            Origin::Socket(id) | Origin::Reaped(id) => Some(id),
             Origin::Cleanup | Origin::Rejoin | Origin::Takeover => None,
         }
     }
@@ -251,8 +261,9 @@ pub trait Users: Send + Sync + 'static {
     async fn watch(&self, app_id: &str, user_ids: &[Arc<str>], outbox: &Outbox);
     /// Removes a socket from the watchers of `user_ids`.
     async fn unwatch(&self, app_id: &str, user_ids: &[Arc<str>], socket_id: &str);
-    /// Delivers a frame to every socket watching `user_id`, on every node.
-    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes);
+    /// Delivers a frame to every socket watching `user_id`, on every node (but the sockets of
+    /// the incarnation `except` names as `@incarnation`, see [`Origin::Reaped`]).
+    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes, except: Option<&str>);
     /// Delivers a frame to the sockets watching `user_id` on the other nodes only.
     async fn notify_watchers_elsewhere(&self, _app_id: &str, _user_id: &str, _frame: Utf8Bytes) {}
 }

@@ -105,6 +105,10 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Lease renewals of this node.
     pub lease_renewals: Counter,
+    /// Messages a node missed on pub/sub and delivered from the bus log.
+    pub bus_replayed: Counter,
+    /// Pub/sub gaps the bus log no longer covered (the node's sockets were asked to reconnect).
+    pub bus_gaps: Counter,
     /// Cleanups performed (of dead nodes, of this node's previous incarnation, on shutdown).
     pub cleanups: Counter,
     /// TCP connections refused or cut before HTTP (per-IP limit, no request head in time).
@@ -136,6 +140,8 @@ impl Metrics {
             limited: Family::default(),
             redis_errors: Counter::default(),
             lease_renewals: Counter::default(),
+            bus_replayed: Counter::default(),
+            bus_gaps: Counter::default(),
             cleanups: Counter::default(),
             refused_connections: Family::default(),
             redis_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -173,6 +179,16 @@ impl Metrics {
         registry.register("redis_errors", "Redis commands that failed", m.redis_errors.clone());
         registry.register("lease_renewals", "Lease renewals of this node", m.lease_renewals.clone());
         registry.register("cleanups", "Cluster cleanups performed", m.cleanups.clone());
+        registry.register(
+            "bus_replayed",
+            "Messages missed on pub/sub and delivered from the bus log",
+            m.bus_replayed.clone(),
+        );
+        registry.register(
+            "bus_gaps",
+            "Pub/sub gaps longer than the bus log (sockets asked to reconnect)",
+            m.bus_gaps.clone(),
+        );
         registry.register(
             "redis_latency_seconds",
             "Round-trip time of lease renewals",

@@ -393,3 +393,58 @@ async fn a_cleanup_whose_claimer_is_killed_half_way_is_finished_by_another_node(
     let api = Api::new(n3.addr);
     assert_cleaned_up(&api, &mut poll, &channels_key, "after the claimer died").await;
 }
+
+#[tokio::test]
+async fn events_published_while_a_nodes_pubsub_connection_is_down_still_reach_its_sockets() {
+    // `CLIENT KILL TYPE pubsub` (a proxy or Redis dropping the subscriber connection) while a
+    // backend triggers through another node: the node reconnects by itself, and makes up for
+    // what was published in between from the bus log. Before, those events were lost.
+    let redis = Redis::start().await;
+    let n1 = Node::spawn(&redis, "n1", &[]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    let mut far = connect(n2.addr).await;
+    far.subscribe("ticker").await;
+    // Four backends trigger as fast as they can while the pub/sub connections are killed.
+    let streams: Vec<_> = (0..4)
+        .map(|s| {
+            let api = Api::new(n1.addr);
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in 0..150 {
+                    let data = format!("{s}-{i}");
+                    let (status, body) = api.trigger(&["ticker"], "tick", &data).await;
+                    assert_eq!(status, 200, "{body}");
+                    accepted.push(data);
+                }
+                accepted
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        herald_testkit::nodes::redis_cli(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    }
+    let mut accepted = Vec::new();
+    for stream in streams {
+        accepted.extend(stream.await.expect("trigger task"));
+    }
+    let mut got = Vec::new();
+    while got.len() < accepted.len() {
+        match tokio::time::timeout(Duration::from_secs(3), far.next()).await {
+            Ok(frame) => got.push(frame["data"].as_str().unwrap_or_default().to_owned()),
+            Err(_) => break,
+        }
+    }
+    let mut missing: Vec<&String> = accepted.iter().filter(|e| !got.contains(e)).collect();
+    missing.truncate(10);
+    assert!(
+        missing.is_empty(),
+        "{} of {} events lost, e.g. {missing:?}",
+        accepted.len() - got.len(),
+        accepted.len()
+    );
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), accepted.len(), "every event once");
+    far.assert_silent(Duration::from_millis(500)).await;
+}

@@ -167,7 +167,7 @@ impl Users for LocalCluster {
         self.registry.unwatch(app_id, user_ids, socket_id);
     }
 
-    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes) {
+    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes, _except: Option<&str>) {
         self.registry.notify_watchers(app_id, user_id, &frame);
     }
 }

@@ -11,6 +11,7 @@
 //! its old incarnation.
 
 mod bus;
+mod buslog;
 mod journal;
 mod keys;
 mod lease;
@@ -68,6 +69,10 @@ struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// The dataset epoch this node last saw (see [`Keys::epoch`]).
     epoch: RwLock<String>,
+    /// Publishes a bus message and appends it to the bus log ([`buslog`]).
+    publish: redis::Script,
+    /// Told when a resync subscribed anew: the bus task makes up for what it missed.
+    resubscribed: tokio::sync::Notify,
     /// Where the transitions of clean-ups and resyncs go.
     announce: AnnounceSender,
     metrics: Arc<Metrics>,
@@ -106,6 +111,8 @@ impl RedisCluster {
                 link: Link::default(),
                 epoch: RwLock::new(String::new()),
                 gate: tokio::sync::RwLock::new(()),
+                publish: buslog::publish_script(),
+                resubscribed: tokio::sync::Notify::new(),
                 announce,
                 metrics,
                 settings,
@@ -118,7 +125,9 @@ impl RedisCluster {
         cluster.remember_epoch(epoch);
         let control = cluster.inner.keys.control();
         cluster.subscriber().subscribe(&control).await?;
-        tokio::spawn(bus::run(cluster.clone(), rx));
+        // Read on the pub/sub connection after subscribing: every message from here on arrives.
+        let checkpoint = buslog::tail(&mut cluster.subscriber(), &cluster.inner.keys.bus_log()).await?.last;
+        tokio::spawn(bus::run(cluster.clone(), rx, checkpoint));
         tokio::spawn(lease::run(cluster.clone()));
         tracing::info!(incarnation = %cluster.incarnation(), "joined the Redis cluster");
         Ok(cluster)
@@ -243,10 +252,10 @@ impl RedisCluster {
         frame: &str,
         except: Option<&str>,
     ) -> Result<(), FanOutError> {
-        let payload = bus::encode(&self.incarnation(), except, frame);
-        let result: redis::RedisResult<i64> =
-            self.live().publish(self.inner.keys.bus(app_id, channel), payload).await;
-        match result {
+        let sender = bus::sender(&self.incarnation(), except);
+        let except = except.filter(|e| !e.starts_with('@'));
+        let payload = bus::encode(&sender, except, frame);
+        match self.publish(&self.inner.keys.bus(app_id, channel), &payload).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.degrade("publish", &e);
@@ -260,9 +269,34 @@ impl RedisCluster {
     }
 
     async fn control(&self, message: String) {
-        let result: redis::RedisResult<i64> = self.live().publish(self.inner.keys.control(), message).await;
-        if let Err(e) = result {
+        if let Err(e) = self.publish(&self.inner.keys.control(), &message).await {
             self.degrade("publish control", &e);
+        }
+    }
+
+    /// Publishes a message on the bus and logs it, in one script: a node whose pub/sub
+    /// connection broke meanwhile finds it in the log.
+    async fn publish(&self, channel: &str, message: &str) -> redis::RedisResult<()> {
+        let _id: String = self
+            .inner
+            .publish
+            .key(self.inner.keys.bus_log())
+            .arg(channel)
+            .arg(message)
+            .arg(buslog::WINDOW.as_millis() as u64)
+            .invoke_async(&mut self.live())
+            .await?;
+        Ok(())
+    }
+
+    /// Advances every node's bus-log checkpoint (see [`bus::tick`]). A failure is the lease
+    /// task's to notice.
+    async fn tick(&self) {
+        if self.offline() {
+            return;
+        }
+        if let Err(e) = self.publish(&self.inner.keys.control(), &bus::tick(&self.incarnation())).await {
+            tracing::debug!(error = %e, "bus tick not published");
         }
     }
 }

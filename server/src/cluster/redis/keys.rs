@@ -101,6 +101,10 @@ impl Keys {
     pub fn bus_prefix(&self) -> String {
         format!("{}:bus:", self.prefix)
     }
+    /// STREAM of every message published on the bus, kept for [`super::buslog::WINDOW`].
+    pub fn bus_log(&self) -> String {
+        format!("{}:buslog", self.prefix)
+    }
     /// Pub/sub channel every node listens to (terminate, watchlist changes).
     pub fn control(&self) -> String {
         format!("{}:control", self.prefix)

@@ -95,6 +95,8 @@ impl RedisCluster {
                 subscriber.subscribe(self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
             }
         }
+        // What was published before these subscriptions took hold is in the bus log.
+        self.inner.resubscribed.notify_one();
         // Redis kept its data: others may have cleaned our old incarnation up and told clients
         // and webhooks; what we republish is then news to them. Redis restarted empty: the
         // republish restores state nobody saw disappear, so it announces nothing.
@@ -266,7 +268,7 @@ impl RedisCluster {
                     if vacated == 1 {
                         add_as(
                             a,
-                            Origin::Cleanup,
+                            Origin::reaped(incarnation),
                             Transition::Vacated { channel: c.into(), window: Window::Cluster(hold) },
                         );
                     }
@@ -290,7 +292,7 @@ impl RedisCluster {
                         let window = Window::Cluster(hold);
                         add_as(
                             a,
-                            Origin::Cleanup,
+                            Origin::reaped(incarnation),
                             Transition::MemberRemoved { channel: c.into(), user_id, window },
                         );
                     }
@@ -307,7 +309,11 @@ impl RedisCluster {
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in offline {
-                        add_as(a, Origin::Cleanup, Transition::UserOffline { user_id: user_id.into() });
+                        add_as(
+                            a,
+                            Origin::reaped(incarnation),
+                            Transition::UserOffline { user_id: user_id.into() },
+                        );
                     }
                 }
                 Entry::Conns(a) => {

@@ -94,9 +94,10 @@ impl Users for RedisCluster {
         self.inner.registry.unwatch(app_id, user_ids, socket_id);
     }
 
-    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes) {
+    async fn notify_watchers(&self, app_id: &str, user_id: &str, frame: Utf8Bytes, except: Option<&str>) {
         self.inner.registry.notify_watchers(app_id, user_id, &frame);
-        self.control(bus::watchers(&self.incarnation(), app_id, user_id, frame.as_str())).await;
+        let sender = bus::sender(&self.incarnation(), except);
+        self.control(bus::watchers(&sender, app_id, user_id, frame.as_str())).await;
     }
 
     async fn notify_watchers_elsewhere(&self, app_id: &str, user_id: &str, frame: Utf8Bytes) {
