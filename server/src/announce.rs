@@ -165,7 +165,7 @@ impl Announcer {
         };
         let (channels, webhooks, app) = (self.channels.clone(), self.webhooks.clone(), app.clone());
         let release_now = self.release_now.clone();
-        let window = self.webhooks.window();
+        let window = hold.remaining(self.webhooks.window());
         self.holds.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(window) => {}

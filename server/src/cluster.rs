@@ -113,6 +113,22 @@ pub struct Hold {
     pub(crate) listed: Option<(String, String)>,
 }
 
+impl Hold {
+    /// What is left of its window: a hold taken over from a dead node keeps the window it began
+    /// with (its token ends with `@{unix ms}` of the change), so a return after the window is
+    /// news, however many nodes held it. A token without a time waits the whole window.
+    pub fn remaining(&self, window: std::time::Duration) -> std::time::Duration {
+        let Some(since) = self.token.rsplit_once('@').and_then(|(_, ms)| ms.parse::<u64>().ok()) else {
+            return window;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        window.saturating_sub(std::time::Duration::from_millis(now.saturating_sub(since)))
+    }
+}
+
 /// Who caused a batch of transitions, which decides who hears their frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

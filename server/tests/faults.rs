@@ -334,6 +334,45 @@ async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
 }
 
 #[tokio::test]
+async fn a_held_webhook_taken_over_keeps_the_window_it_began_with() {
+    // Ada leaves n3, which is killed 0.2 s later; n1 takes her member_removed over when it cleans
+    // up (3–4.5 s after). She is back 6 s after she left: past her 3 s window, so the backend
+    // hears she left and came back. Before, the takeover began a new 3 s window, her return
+    // fell into it, and neither webhook was ever sent.
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let mut n3 = Node::spawn(&redis, "n3", &webhook).await;
+    let mut ada = connect(n3.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    hooks
+        .wait_for(Duration::from_secs(5), |e| names(e).contains(&"member_added:presence-room:ada".to_owned()))
+        .await;
+    drop(ada);
+    let left = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n3.kill9().await;
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(left.elapsed())).await;
+    let mut back = connect(n1.addr).await;
+    back.join("presence-room", "ada", json!({})).await;
+    let events = hooks
+        .wait_for(Duration::from_secs(10), |e| {
+            names(e).iter().filter(|n| n.as_str() == "member_added:presence-room:ada").count() == 2
+        })
+        .await;
+    let ada: Vec<String> = names(&events).into_iter().filter(|n| n.ends_with(":ada")).collect();
+    assert_eq!(
+        ada,
+        [
+            "member_added:presence-room:ada",
+            "member_removed:presence-room:ada",
+            "member_added:presence-room:ada"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_webhook_being_retried_when_its_node_dies_is_finished_by_another_node_with_the_same_id() {
     // The receiver fails the first two attempts; the node retrying is killed; the node that
     // cleans up after it finishes the delivery, with the same X-Herald-Webhook-Id.

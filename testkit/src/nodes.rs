@@ -108,18 +108,30 @@ impl Drop for TlsFiles {
     }
 }
 
-/// A redis-server without persistence, killed on drop.
+/// A redis-server, killed on drop: without persistence, or with an append-only file written
+/// before every reply (`appendfsync always`), so a restart keeps every acknowledged write.
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     /// TLS only (no plaintext port), requiring client certificates signed by this CA.
     tls: Option<(String, String, String)>,
+    /// The data directory of a persistent Redis.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
         let port = free_port();
-        let mut r = Redis { child: None, port, tls: None };
+        let mut r = Redis { child: None, port, tls: None, dir: None };
+        r.launch().await;
+        r
+    }
+
+    /// A Redis that keeps its data across [`Redis::restart`], as one with an AOF volume does.
+    pub async fn start_persistent() -> Redis {
+        let dir = std::env::temp_dir().join(format!("herald-redis-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut r = Redis { child: None, port: free_port(), tls: None, dir: Some(dir) };
         r.launch().await;
         r
     }
@@ -128,7 +140,7 @@ impl Redis {
     pub async fn start_tls(files: &TlsFiles) -> Redis {
         let port = free_port();
         let tls = (files.path("redis.pem"), files.path("redis.key"), files.path("ca.pem"));
-        let mut r = Redis { child: None, port, tls: Some(tls) };
+        let mut r = Redis { child: None, port, tls: Some(tls), dir: None };
         r.launch().await;
         r
     }
@@ -153,6 +165,12 @@ impl Redis {
             }
             panic!("TLS redis-server did not start on port {}", self.port);
         }
+        let persistence: Vec<String> = match &self.dir {
+            Some(dir) => ["--dir", &dir.to_string_lossy(), "--appendonly", "yes", "--appendfsync", "always"]
+                .map(str::to_owned)
+                .to_vec(),
+            None => ["--appendonly", "no"].map(str::to_owned).to_vec(),
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -161,12 +179,11 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
                 // Fault tests stall Redis with DEBUG SLEEP (refused unless enabled).
                 "--enable-debug-command",
                 "local",
             ])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -202,10 +219,21 @@ impl Redis {
         }
     }
 
-    /// Starts again on the same port, empty.
+    /// Starts again on the same port: empty, or with its data if persistent.
     pub async fn restart(&mut self) {
         self.kill().await;
         self.launch().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.start_kill();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -259,7 +287,8 @@ impl Node {
                 "--lease-ttl",
                 "3",
             ])
-            .env("HERALD_LOG", "warn")
+            // HERALD_TEST_NODE_LOG=info (or a tracing filter) shows more of what the nodes do.
+            .env("HERALD_LOG", std::env::var("HERALD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -364,6 +393,7 @@ impl Node {
     pub async fn spawn_via_with(url: &str, node_id: &str, extra: &[&str]) -> Node {
         let redis = Redis {
             child: None,
+            dir: None,
             port: url
                 .rsplit(':')
                 .next()

@@ -285,8 +285,9 @@ impl Scripts {
                  if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
                  return c",
             ),
-            // KEYS chan, channels, held vacate; ARGV incarnation, channel, hold token, hold ms
-            // → 1 when the channel is now vacated (its webhook held)
+            // KEYS chan, channels, held vacate, the cleaner's nodekeys; ARGV incarnation, channel,
+            // hold token, hold ms, hold entry → 1 when the channel is now vacated (its webhook
+            // held, and listed with the cleaner so a node cleaning up after it takes it over)
             clean_channel: plain(
                 "local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
                  redis.call('HDEL', KEYS[1], ARGV[1])
@@ -294,12 +295,14 @@ impl Scripts {
                  if sum(KEYS[1]) == 0 then
                    redis.call('SREM', KEYS[2], ARGV[2])
                    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+                   redis.call('SADD', KEYS[4], ARGV[5])
                    return 1
                  end
                  return 0",
             ),
-            // KEYS totals, info (may be a dummy), incarnation hash; ARGV prefix of held keys (''
-            // for none; they share the app's hash tag), hold token, hold ms → ids whose total
+            // KEYS totals, info (may be a dummy), incarnation hash, the cleaner's nodekeys; ARGV
+            // prefix of held keys ('' for none; they share the app's hash tag), hold token, hold
+            // ms, prefix of the hold entries listed in the cleaner's nodekeys → ids whose total
             // fell to zero
             clean_hash: plain(
                 "local gone = {}
@@ -309,7 +312,10 @@ impl Scripts {
                    if c <= 0 then
                      redis.call('HDEL', KEYS[1], kv[i])
                      redis.call('HDEL', KEYS[2], kv[i])
-                     if ARGV[1] ~= '' then redis.call('SET', ARGV[1] .. kv[i], ARGV[2], 'PX', ARGV[3]) end
+                     if ARGV[1] ~= '' then
+                       redis.call('SET', ARGV[1] .. kv[i], ARGV[2], 'PX', ARGV[3])
+                       redis.call('SADD', KEYS[4], ARGV[4] .. kv[i])
+                     end
                      table.insert(gone, kv[i])
                    end
                  end

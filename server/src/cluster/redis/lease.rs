@@ -232,6 +232,9 @@ impl RedisCluster {
     pub(super) async fn cleanup(&self, incarnation: &str, announce: bool) -> redis::RedisResult<()> {
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
+        // The webhooks this clean-up holds for their window are listed with this node, so the
+        // node that cleans up after it, should it die within the window, takes them over.
+        let me = self.incarnation();
         let mut conn = self.conn();
         let mut entries: Vec<String> = conn.smembers(k.nodekeys(incarnation)).await?;
         // Counts first, announcements after: whoever reacts to a member_removed must already
@@ -253,16 +256,23 @@ impl RedisCluster {
             let Some(entry) = Entry::decode(raw) else { continue };
             match entry {
                 Entry::Channel(a, c) => {
-                    let hold = Hold { key: k.held_vacate(a, c), token: hold_token(), listed: None };
+                    let entry = Entry::HeldVacate(a, c).encode();
+                    let hold = Hold {
+                        key: k.held_vacate(a, c),
+                        token: hold_token(),
+                        listed: Some((k.nodekeys(&me), entry.clone())),
+                    };
                     let vacated: i64 = s
                         .clean_channel
                         .key(k.chan(a, c))
                         .key(k.channels(a))
                         .key(&hold.key)
+                        .key(k.nodekeys(&me))
                         .arg(incarnation)
                         .arg(c)
                         .arg(&hold.token)
                         .arg(HOLD_TTL_MS)
+                        .arg(&entry)
                         .invoke_async(&mut conn)
                         .await?;
                     if vacated == 1 {
@@ -280,14 +290,16 @@ impl RedisCluster {
                         .key(k.pres(a, c))
                         .key(k.pinfo(a, c))
                         .key(k.pmem(a, c, incarnation))
+                        .key(k.nodekeys(&me))
                         .arg(k.held_removes(a, c))
                         .arg(&token)
                         .arg(HOLD_TTL_MS)
+                        .arg(Entry::HeldRemove(a, c, "").encode())
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in gone {
-                        let hold =
-                            Hold { key: k.held_remove(a, c, &user_id), token: token.clone(), listed: None };
+                        let listed = Some((k.nodekeys(&me), Entry::HeldRemove(a, c, &user_id).encode()));
+                        let hold = Hold { key: k.held_remove(a, c, &user_id), token: token.clone(), listed };
                         let user_id = user_id.into();
                         let window = Window::Cluster(hold);
                         add_as(
@@ -303,9 +315,11 @@ impl RedisCluster {
                         .key(k.users(a))
                         .key(k.users(a))
                         .key(k.umem(a, incarnation))
+                        .key(k.nodekeys(&me))
                         .arg("")
                         .arg("")
                         .arg(0)
+                        .arg("")
                         .invoke_async(&mut conn)
                         .await?;
                     for user_id in offline {
@@ -336,7 +350,8 @@ impl RedisCluster {
                     let key = k.held_vacate(a, c);
                     let token: Option<String> = conn.get(&key).await?;
                     if let Some(token) = token {
-                        let window = Window::Cluster(Hold { key, token, listed: None });
+                        let listed = self.list_hold(&mut conn, &me, Entry::HeldVacate(a, c)).await?;
+                        let window = Window::Cluster(Hold { key, token, listed });
                         add_as(a, Origin::Takeover, Transition::Vacated { channel: c.into(), window });
                     }
                 }
@@ -344,7 +359,8 @@ impl RedisCluster {
                     let key = k.held_remove(a, c, user);
                     let token: Option<String> = conn.get(&key).await?;
                     if let Some(token) = token {
-                        let window = Window::Cluster(Hold { key, token, listed: None });
+                        let listed = self.list_hold(&mut conn, &me, Entry::HeldRemove(a, c, user)).await?;
+                        let window = Window::Cluster(Hold { key, token, listed });
                         let t = Transition::MemberRemoved { channel: c.into(), user_id: user.into(), window };
                         add_as(a, Origin::Takeover, t);
                     }
@@ -378,6 +394,19 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// Lists a hold this node took over with it (see [`Entry::HeldVacate`]), for its release to
+    /// unlist.
+    async fn list_hold(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        me: &str,
+        entry: Entry<'_>,
+    ) -> redis::RedisResult<Option<(String, String)>> {
+        let (nodekeys, entry) = (self.inner.keys.nodekeys(me), entry.encode());
+        let _: i64 = conn.sadd(&nodekeys, &entry).await?;
+        Ok(Some((nodekeys, entry)))
+    }
+
     /// How long a claim keeps other nodes off a dead incarnation's clean-up: two lease TTLs.
     /// A claimer that dies or stalls longer hands the clean-up to the next node that looks.
     fn claim_hold(&self) -> std::time::Duration {
@@ -404,7 +433,7 @@ impl RedisCluster {
                 .invoke_async(&mut self.conn())
                 .await?;
             if claimed == 1 {
-                tracing::warn!(dead = %dead, "lease expired: cleaning up after a dead node");
+                tracing::warn!(dead = %dead, cleaner = %me, "lease expired: cleaning up after a dead node");
                 self.cleanup(&dead, true).await?;
             }
         }

@@ -12,9 +12,14 @@ use crate::cluster::{Hold, Transition, Window};
 /// holds it always finds it when the window ends; if that node died, the key goes by itself.
 pub(super) const HOLD_TTL_MS: u64 = 60_000;
 
-/// A fresh hold token: tells this hold from a newer one on the same channel or member.
+/// A fresh hold token: tells this hold from a newer one on the same channel or member, and
+/// says when its window began (see [`Hold::remaining`]).
 pub(super) fn hold_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{:016x}@{since}", rand::random::<u64>())
 }
 
 /// What the scripts decided for a join.

@@ -1,0 +1,339 @@
+//! The chaos run's oracle: from what the actors did (ground truth) and what sockets and the
+//! webhook receiver got, everything that was lost, repeated, false or out of order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use herald_testkit::Hook;
+
+/// The webhook window: a user or channel back within it sends no webhook.
+const WINDOW: Duration = Duration::from_secs(3);
+
+/// Something the fault schedule did.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    NodeKilled { at: Instant, node: usize, down_for: Duration },
+    RedisRestarted { at: Instant, back: Instant },
+    PubSubKilled { at: Instant },
+    RedisStalled { at: Instant, for_: Duration },
+}
+
+/// A presence user's time on one socket (from its join to its close).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub user: String,
+    /// Whether the socket ended by itself (its node died) rather than by the user leaving.
+    pub killed: bool,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// One event the backend triggered and what the API answered (0: no answer).
+#[derive(Debug, Clone)]
+pub struct Triggered {
+    pub seq: String,
+    pub status: u16,
+}
+
+/// One client event the talking client sent.
+#[derive(Debug, Clone)]
+pub struct Said {
+    pub data: String,
+    pub at: Instant,
+}
+
+/// What one observer socket received, and whether it was closed before the end.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub feed: Vec<String>,
+    pub chat: Vec<String>,
+    pub closed: bool,
+}
+
+pub struct Report {
+    pub seed: u64,
+    /// When the actors started: times in problems are seconds since.
+    pub t0: Instant,
+    pub facts: Vec<Fact>,
+    pub runs: Vec<Run>,
+    pub triggered: Vec<Triggered>,
+    pub said: Vec<Said>,
+    pub observed: Vec<Observed>,
+    pub hooks: Vec<Hook>,
+    /// What the HTTP API still showed after the run.
+    pub ghosts: Vec<String>,
+}
+
+/// How late a webhook may arrive after the change it reports, and how far clocks of the
+/// test and the nodes may disagree about when a socket opened or closed.
+const SLACK: Duration = Duration::from_millis(600);
+
+/// How late an arrival webhook may be: a join decided behind a stalled Redis (up to 1.5 s here).
+const LATE: Duration = Duration::from_millis(2500);
+
+/// How long the cluster may take to notice a socket whose node died: the lease (3 s), the
+/// reaper's period (1 s), and a claim whose claimer died too (6 s), with room to spare.
+const DEAD_NODE_BOUND: Duration = Duration::from_secs(12);
+
+/// Socket times `(start, end, ended by a node's death)` merged where they overlap or where the
+/// gap between them is under `bridge`; a socket whose node died may have counted for up to
+/// `dead` after it.
+fn merged(runs: &[(Instant, Instant, bool)], dead: Duration, bridge: Duration) -> Vec<(Instant, Instant)> {
+    let mut runs: Vec<(Instant, Instant)> =
+        runs.iter().map(|(s, e, killed)| (*s, if *killed { *e + dead } else { *e })).collect();
+    runs.sort_by_key(|r| r.0);
+    let mut out: Vec<(Instant, Instant)> = Vec::new();
+    for (start, end) in runs {
+        match out.last_mut() {
+            Some(last) if start <= last.1 + bridge => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// The gaps between merged stays, the last one open-ended.
+fn gaps(stays: &[(Instant, Instant)]) -> Vec<(Instant, Option<Instant>)> {
+    stays.iter().enumerate().map(|(i, (_, end))| (*end, stays.get(i + 1).map(|n| n.0))).collect()
+}
+
+/// Checks one channel's (or one member's) webhooks against its socket times:
+/// - in order: arrival, departure, arrival, …, ending with a departure;
+/// - nothing false: a departure at `w` means nobody was there during `[w − window, w]`, an
+///   arrival means someone was;
+/// - nothing lost: an absence longer than the window — counting a socket whose node died as
+///   present for as long as the cluster may take to notice — has its departure and, if
+///   someone came back, its arrival.
+fn check_key(
+    key: &str,
+    runs: &[(Instant, Instant, bool)],
+    got: &[(Instant, bool)],
+    t: &dyn Fn(&Instant) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sequence: String = got.iter().map(|(_, up)| if *up { '+' } else { '-' }).collect();
+    let alternating = sequence.chars().enumerate().all(|(i, c)| c == if i % 2 == 0 { '+' } else { '-' });
+    if !alternating || !sequence.ends_with('-') {
+        problems.push(format!("{key}: webhooks out of order or unfinished: {sequence:?}"));
+    }
+    let present = |at: Instant| runs.iter().any(|(s, e, _)| *s <= at + SLACK && at <= *e + LATE);
+    let absent_throughout =
+        |from: Instant, to: Instant| !runs.iter().any(|(s, e, _)| *s + SLACK < to && from + SLACK < *e);
+    for (at, up) in got {
+        if *up && !present(*at) {
+            problems.push(format!("{key}: an arrival webhook at {} while nobody was there", t(at)));
+        }
+        if !*up && !absent_throughout(*at - WINDOW, *at) {
+            problems
+                .push(format!("{key}: a departure webhook at {} for someone there within the window", t(at)));
+        }
+    }
+    let certain = merged(runs, DEAD_NODE_BOUND, WINDOW + SLACK);
+    for ((since, from), to) in certain.iter().zip(gaps(&certain)).map(|((s, _), (f, t))| ((*s, f), t)) {
+        // The departure may come as soon as the last socket that counted went away: a socket
+        // whose node died may have stopped counting any time within the bound.
+        let departed =
+            got.iter().any(|(at, up)| !*up && *at > since && to.is_none_or(|to| *at <= to + SLACK));
+        if !departed {
+            problems.push(format!("{key}: no departure webhook for the absence from {}", t(&from)));
+        }
+        if let Some(to) = to {
+            let arrived = got.iter().any(|(at, up)| *up && *at + SLACK >= to && *at <= to + LATE);
+            if !arrived {
+                problems.push(format!("{key}: no arrival webhook for the return at {}", t(&to)));
+            }
+        }
+    }
+    problems
+}
+
+impl Report {
+    /// Webhook events in the order first received, each request once (a repeat carries the
+    /// same id and body).
+    fn webhook_events(&self, problems: &mut Vec<String>) -> Vec<(Instant, serde_json::Value)> {
+        let mut bodies: HashMap<&str, &str> = HashMap::new();
+        let mut events = Vec::new();
+        for h in &self.hooks {
+            match bodies.get(h.id.as_str()) {
+                Some(body) if *body != h.body => {
+                    problems.push(format!("webhook {} repeated with another body", h.id));
+                }
+                Some(_) => {}
+                None => {
+                    bodies.insert(&h.id, &h.body);
+                    events.extend(h.events().into_iter().map(|e| (h.at, e)));
+                }
+            }
+        }
+        events
+    }
+
+    /// Per channel (and user): what the cluster announced against what the sockets did.
+    fn check_webhooks(&self, problems: &mut Vec<String>) {
+        let events = self.webhook_events(problems);
+        let mut ledger: BTreeMap<String, Vec<(Instant, bool)>> = BTreeMap::new();
+        for (at, e) in &events {
+            let name = e["name"].as_str().unwrap_or_default();
+            let channel = e["channel"].as_str().unwrap_or_default();
+            let (key, up) = match name {
+                "member_added" => (format!("{channel} {}", e["user_id"].as_str().unwrap_or_default()), true),
+                "member_removed" => {
+                    (format!("{channel} {}", e["user_id"].as_str().unwrap_or_default()), false)
+                }
+                "channel_occupied" => (channel.to_owned(), true),
+                "channel_vacated" => (channel.to_owned(), false),
+                _ => continue,
+            };
+            ledger.entry(key).or_default().push((*at, up));
+        }
+        let mut truth: BTreeMap<String, Vec<(Instant, Instant, bool)>> = BTreeMap::new();
+        for r in &self.runs {
+            for key in
+                [format!("presence-lobby {}", r.user), format!("room-{}", r.user), "presence-lobby".into()]
+            {
+                truth.entry(key).or_default().push((r.start, r.end, r.killed));
+            }
+        }
+        let t = |i: &Instant| format!("{:.1}s", i.saturating_duration_since(self.t0).as_secs_f64());
+        for (key, runs) in truth {
+            let got = ledger.remove(&key).unwrap_or_default();
+            let found = check_key(&key, &runs, &got, &t);
+            if !found.is_empty() {
+                let sockets: Vec<String> = runs
+                    .iter()
+                    .map(|(s, e, killed)| {
+                        format!("{}–{}{}", t(s), t(e), if *killed { " (node died)" } else { "" })
+                    })
+                    .collect();
+                let hooks: Vec<String> =
+                    got.iter().map(|(at, up)| format!("{}{}", if *up { '+' } else { '-' }, t(at))).collect();
+                problems.extend(found);
+                problems.push(format!("  {key}: sockets {sockets:?}, webhooks {hooks:?}"));
+            }
+        }
+        for (key, got) in ledger {
+            if !key.starts_with("feed") && !key.starts_with("private-chat") {
+                problems.push(format!("{key}: {} webhooks for a channel nobody used", got.len()));
+            }
+        }
+    }
+
+    /// Every event answered 200 reached every observer that stayed connected, once.
+    fn check_events(&self, problems: &mut Vec<String>) {
+        let accepted: Vec<&str> =
+            self.triggered.iter().filter(|t| t.status == 200).map(|t| t.seq.as_str()).collect();
+        for (i, o) in self.observed.iter().enumerate().filter(|(_, o)| !o.closed) {
+            let got: HashMap<&str, usize> = o.feed.iter().fold(HashMap::new(), |mut m, d| {
+                *m.entry(d.as_str()).or_default() += 1;
+                m
+            });
+            let lost: Vec<&&str> = accepted.iter().filter(|s| !got.contains_key(**s)).collect();
+            let repeated = got.values().filter(|n| **n > 1).count();
+            if !lost.is_empty() || repeated > 0 {
+                problems.push(format!(
+                    "observer {i}: {} of {} accepted events lost (e.g. {:?}), {repeated} repeated",
+                    lost.len(),
+                    accepted.len(),
+                    lost.iter().take(5).collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+
+    /// Times when Redis could not take a publish at once (restarting, stalled), with room for
+    /// the node to notice and rejoin: a client event sent then may reach only its own node.
+    fn redis_trouble(&self) -> Vec<(Instant, Instant)> {
+        self.facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::RedisRestarted { at, back } => Some((*at, *back + Duration::from_secs(6))),
+                Fact::RedisStalled { at, for_ } => Some((*at, *at + *for_ + Duration::from_secs(6))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Client events reach every observer that stayed connected: on the sender's node always,
+    /// on the others whenever Redis was there to take them.
+    fn check_client_events(&self, problems: &mut Vec<String>) {
+        let trouble = self.redis_trouble();
+        let expected: Vec<&str> = self
+            .said
+            .iter()
+            .filter(|s| !trouble.iter().any(|(from, to)| s.at >= *from && s.at <= *to))
+            .map(|s| s.data.as_str())
+            .collect();
+        for (i, o) in self.observed.iter().enumerate().filter(|(_, o)| !o.closed) {
+            let got: HashSet<&str> = o.chat.iter().map(String::as_str).collect();
+            let lost = expected.iter().filter(|d| !got.contains(**d)).count();
+            let repeated = o.chat.len() - got.len();
+            if lost > 0 || repeated > 0 {
+                problems.push(format!("observer {i}: {lost} client events lost, {repeated} repeated"));
+            }
+        }
+    }
+
+    /// Every webhook event received, one line each, for reading a failed run.
+    pub fn ledger(&self) -> String {
+        let mut out = String::new();
+        for h in &self.hooks {
+            for e in h.events() {
+                out.push_str(&format!(
+                    "{:6.2}s {} {} {} {}\n",
+                    h.at.saturating_duration_since(self.t0).as_secs_f64(),
+                    h.id,
+                    e["name"].as_str().unwrap_or_default(),
+                    e["channel"].as_str().unwrap_or_default(),
+                    e["user_id"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.ghosts.clone();
+        self.check_events(&mut problems);
+        self.check_client_events(&mut problems);
+        self.check_webhooks(&mut problems);
+        problems
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = |code: u16| self.triggered.iter().filter(|t| t.status == code).count();
+        writeln!(f, "chaos seed {}:", self.seed)?;
+        for fact in &self.facts {
+            let t = |i: &Instant| i.saturating_duration_since(self.t0).as_secs_f64();
+            match fact {
+                Fact::NodeKilled { at, node, down_for } => {
+                    writeln!(f, "  {:6.1}s node {node} SIGKILLed, restarted after {down_for:?}", t(at))?
+                }
+                Fact::RedisRestarted { at, back } => writeln!(
+                    f,
+                    "  {:6.1}s Redis SIGKILLed and restarted on its data ({:.1}s)",
+                    t(at),
+                    t(back)
+                )?,
+                Fact::PubSubKilled { at } => writeln!(f, "  {:6.1}s CLIENT KILL TYPE pubsub", t(at))?,
+                Fact::RedisStalled { at, for_ } => writeln!(f, "  {:6.1}s DEBUG SLEEP {for_:?}", t(at))?,
+            }
+        }
+        writeln!(
+            f,
+            "  {} events triggered: {} accepted (200), {} refused (503), {} unanswered",
+            self.triggered.len(),
+            status(200),
+            status(503),
+            status(0)
+        )?;
+        writeln!(f, "  {} client events sent", self.said.len())?;
+        writeln!(f, "  {} presence stays by {} users", self.runs.len(), {
+            self.runs.iter().map(|r| &r.user).collect::<HashSet<_>>().len()
+        })?;
+        let open = self.observed.iter().filter(|o| !o.closed).count();
+        writeln!(f, "  {open} of {} observers connected throughout", self.observed.len())?;
+        write!(f, "  {} webhook requests received", self.hooks.len())
+    }
+}
