@@ -5,6 +5,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`api`] | `api`: the HTTP API under back-to-back triggers: requests/s, latency, CPU per request |
 //! | [`stats`] | latency histograms, delivery tallies (lost / duplicated), payload parsing, server RSS and CPU |
 //! | [`client`] | sockets, subscriptions with channel auth, the signed publisher |
 //! | [`scenarios`] | `connect`, `idle`, `presence` |
@@ -13,6 +14,7 @@
 //! | [`report`] | the human table and the JSON line |
 //! | [`baseline`] | the baseline fan-out server |
 
+pub mod api;
 pub mod baseline;
 pub mod client;
 pub mod fanout;

@@ -68,6 +68,16 @@ enum Scenario {
         #[arg(long, default_value_t = 100.0)]
         max_p99_ms: f64,
     },
+    /// The HTTP API: back-to-back `POST /events` from `--concurrency` backends.
+    Api {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        /// Bytes of event data.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
     /// Join storm on one presence channel.
     Presence {
         #[arg(long, default_value_t = 1000)]
@@ -134,6 +144,16 @@ async fn main() -> anyhow::Result<()> {
                 max_growth_mib,
             };
             herald_bench::slow::slow(&target, &o).await
+        }
+        Scenario::Api { seconds, channels, size } => {
+            let o = herald_bench::api::Api {
+                concurrency: cli.concurrency,
+                duration: Duration::from_secs(seconds),
+                channels,
+                size,
+                server: server.clone(),
+            };
+            herald_bench::api::api(&target, &o).await
         }
         Scenario::Presence { members, wait_seconds } => {
             let wait = Duration::from_secs(wait_seconds);
