@@ -255,6 +255,34 @@ async fn a_member_who_moves_to_another_node_within_the_window_sends_no_webhook()
 }
 
 #[tokio::test]
+async fn a_flap_whose_window_ends_while_redis_stalls_sends_no_webhook() {
+    // Found by the chaos test (seed 776632): ada flaps from n1 to n2 within 0.3 s, and Redis
+    // stalls just as her 3 s window ends. n1 cannot ask whether she came back; it used to send
+    // member_removed anyway ("at least once"). Now it asks again until Redis answers: she did.
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let n2 = Node::spawn(&redis, "n2", &webhook).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    hooks
+        .wait_for(Duration::from_secs(5), |e| names(e).contains(&"member_added:presence-room:ada".to_owned()))
+        .await;
+    drop(ada);
+    let left = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ada = connect(n2.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(2700).saturating_sub(left.elapsed())).await;
+    herald_testkit::nodes::redis_cli(redis.port, &["DEBUG", "SLEEP", "1.5"]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ada_hooks: Vec<String> = names(&hooks.events()).into_iter().filter(|n| n.ends_with(":ada")).collect();
+    assert_eq!(ada_hooks, ["member_added:presence-room:ada"], "a flap became a departure");
+    ada.assert_silent(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
 async fn a_node_cut_off_from_redis_fires_no_webhooks_from_its_local_view() {
     let hooks = Receiver::start(Vec::new()).await;
     let redis = Redis::start().await;

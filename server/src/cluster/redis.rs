@@ -80,6 +80,9 @@ struct Inner {
     stopped: CancellationToken,
 }
 
+/// How long a held webhook's release keeps asking a Redis that does not answer.
+const RELEASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn new_incarnation(node_id: &str) -> Arc<str> {
     format!("{node_id}:{:016x}", rand::random::<u64>()).into()
 }
@@ -504,23 +507,37 @@ impl ChannelState for RedisCluster {
             Some((nodekeys, entry)) => (nodekeys.clone(), entry.as_str()),
             None => (self.inner.keys.nodekeys(&self.incarnation()), ""),
         };
-        let result: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .release
-            .key(&hold.key)
-            .key(listing)
-            .arg(&hold.token)
-            .arg(entry)
-            .invoke_async(&mut self.conn())
-            .await;
-        match result {
-            Ok(released) => released == 1,
-            Err(e) => {
-                // Cannot tell whether the channel or member came back: send it (at least once).
-                self.degrade("release a held webhook", &e);
-                true
+        // Until Redis says whether the channel or member came back, nothing is sent: a stall or
+        // an outage at the end of a window must not turn a flap into a departure. The release
+        // is idempotent, so asking again after a timeout gets the answer of a release Redis ran.
+        let mut backoff = std::time::Duration::from_millis(250);
+        let give_up = std::time::Instant::now() + RELEASE_PATIENCE;
+        let releaser = format!("{:016x}", rand::random::<u64>());
+        loop {
+            let result: redis::RedisResult<i64> = self
+                .inner
+                .scripts
+                .release
+                .key(&hold.key)
+                .key(&listing)
+                .arg(&hold.token)
+                .arg(entry)
+                .arg(membership::HOLD_TTL_MS)
+                .arg(&releaser)
+                .invoke_async(&mut self.conn())
+                .await;
+            match result {
+                Ok(released) => return released == 1,
+                Err(e) => self.degrade("release a held webhook", &e),
             }
+            if std::time::Instant::now() + backoff > give_up || self.inner.stopped.is_cancelled() {
+                // Still listed with this incarnation: the resync (or the node that cleans up
+                // after this one) takes the hold over and asks again.
+                tracing::warn!(hold = %hold.key, "Redis did not answer whether a held webhook is still due");
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
     }
 

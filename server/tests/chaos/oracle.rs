@@ -263,12 +263,24 @@ impl Report {
             .filter(|s| !trouble.iter().any(|(from, to)| s.at >= *from && s.at <= *to))
             .map(|s| s.data.as_str())
             .collect();
+        let sent_at: HashMap<&str, Instant> = self.said.iter().map(|s| (s.data.as_str(), s.at)).collect();
         for (i, o) in self.observed.iter().enumerate().filter(|(_, o)| !o.closed) {
             let got: HashSet<&str> = o.chat.iter().map(String::as_str).collect();
-            let lost = expected.iter().filter(|d| !got.contains(**d)).count();
+            let lost: Vec<String> = expected
+                .iter()
+                .filter(|d| !got.contains(**d))
+                .map(|d| {
+                    let at = sent_at.get(d).map(|t| t.saturating_duration_since(self.t0).as_secs_f64());
+                    format!("{d} sent at {:.2}s", at.unwrap_or_default())
+                })
+                .collect();
             let repeated = o.chat.len() - got.len();
-            if lost > 0 || repeated > 0 {
-                problems.push(format!("observer {i}: {lost} client events lost, {repeated} repeated"));
+            if !lost.is_empty() || repeated > 0 {
+                problems.push(format!(
+                    "observer {i}: {} client events lost ({:?}), {repeated} repeated",
+                    lost.len(),
+                    lost.iter().take(5).collect::<Vec<_>>()
+                ));
             }
         }
     }

@@ -156,7 +156,8 @@ impl Entry<'_> {
     }
 }
 
-const SUM: &str = "local function sum(k) local t = 0 for _, v in ipairs(redis.call('HVALS', k)) do t = t + tonumber(v) end return t end\n";
+const SUM: &str = "local function sum(k) local t = 0 for _, v in ipairs(redis.call('HVALS', k)) do t = t + tonumber(v) end return t end
+local function taken(k) local h = redis.call('GET', k) if not h then return 0 end redis.call('DEL', k) if string.find(h, '#', 1, true) then return 0 end return 1 end\n";
 const FENCE: &str =
     "if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FENCED lease lost') end\n";
 
@@ -190,7 +191,7 @@ impl Scripts {
                  redis.call('SADD', KEYS[2], ARGV[2])
                  redis.call('SADD', KEYS[3], ARGV[3])
                  local returned = 0
-                 if before == 0 then returned = redis.call('DEL', KEYS[4]) end
+                 if before == 0 then returned = taken(KEYS[4]) end
                  return {before, before + tonumber(ARGV[4]), returned}",
             ),
             // KEYS chan, channels, nodekeys, held vacate; ARGV incarnation, channel, entry, hold
@@ -224,7 +225,7 @@ impl Scripts {
                  if c == 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
                  redis.call('SADD', KEYS[4], ARGV[4])
                  if c == 0 then
-                   if redis.call('DEL', KEYS[5]) == 1 then return 2 end
+                   if taken(KEYS[5]) == 1 then return 2 end
                    return 1
                  end
                  return 0",
@@ -246,12 +247,18 @@ impl Scripts {
                  end
                  return 0",
             ),
-            // KEYS held, nodekeys of its holder (may be a dummy); ARGV token, hold entry → 1 when
-            // the hold was still ours (send its webhook), 0 when the channel or member came back
-            // (or a newer hold replaced it)
+            // KEYS held, nodekeys of its holder (may be a dummy); ARGV token, hold entry, hold ms,
+            // releaser → 1 when the hold was still ours (send its webhook), 0 when the channel or
+            // member came back, a newer hold replaced it, or another releaser (a takeover) had it.
+            // A released hold stays as `token#releaser` for its TTL, so a release that timed out
+            // after Redis ran it gets the same answer when its releaser asks again; `taken` and
+            // takeovers do not count it as a hold.
             release: plain(
                 "redis.call('SREM', KEYS[2], ARGV[2])
-                 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+                 local v = redis.call('GET', KEYS[1])
+                 local done = ARGV[1] .. '#' .. ARGV[4]
+                 if v == ARGV[1] then redis.call('SET', KEYS[1], done, 'PX', ARGV[3]) return 1 end
+                 if v == done then return 1 end
                  return 0",
             ),
             // KEYS users, umem, nodekeys, lease; ARGV user, entry, delta → 1 when the user came online

@@ -349,7 +349,8 @@ impl RedisCluster {
                 Entry::HeldVacate(a, c) => {
                     let key = k.held_vacate(a, c);
                     let token: Option<String> = conn.get(&key).await?;
-                    if let Some(token) = token {
+                    // `token#releaser`: released already, its webhook sent.
+                    if let Some(token) = token.filter(|t| !t.contains('#')) {
                         let listed = self.list_hold(&mut conn, &me, Entry::HeldVacate(a, c)).await?;
                         let window = Window::Cluster(Hold { key, token, listed });
                         add_as(a, Origin::Takeover, Transition::Vacated { channel: c.into(), window });
@@ -358,7 +359,7 @@ impl RedisCluster {
                 Entry::HeldRemove(a, c, user) => {
                     let key = k.held_remove(a, c, user);
                     let token: Option<String> = conn.get(&key).await?;
-                    if let Some(token) = token {
+                    if let Some(token) = token.filter(|t| !t.contains('#')) {
                         let listed = self.list_hold(&mut conn, &me, Entry::HeldRemove(a, c, user)).await?;
                         let window = Window::Cluster(Hold { key, token, listed });
                         let t = Transition::MemberRemoved { channel: c.into(), user_id: user.into(), window };
