@@ -231,8 +231,19 @@ impl RedisCluster {
             return; // the resync subscribes to every local channel
         }
         let name = self.inner.keys.bus(app_id, channel);
-        if let Err(e) = self.subscriber().subscribe(&name).await {
-            self.degrade("subscribe", &e);
+        // A pub/sub connection that just dropped reconnects by itself (and the bus log makes up
+        // for what it missed): try again on the new one before degrading the whole node.
+        for attempt in 0..3 {
+            match self.subscriber().subscribe(&name).await {
+                Ok(()) => return,
+                Err(e) if attempt < 2 && (e.is_connection_dropped() || e.is_io_error()) => {
+                    tracing::debug!(error = %e, "subscribing again on a new pub/sub connection");
+                }
+                Err(e) => {
+                    self.degrade("subscribe", &e);
+                    return;
+                }
+            }
         }
     }
 
