@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
 use crate::apps::{App, QuotaCode};
 use crate::cluster::Origin;
@@ -77,7 +77,12 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
     let tracker = state.connections.clone();
-    ws.on_upgrade(move |socket| tracker.track_future(serve(socket, state, key, query.protocol)))
+    // The socket runs in a task of its own rather than in axum's upgrade task, whose future
+    // keeps the upgrade's configuration and callback for as long as the socket lives.
+    ws.on_upgrade(move |socket| {
+        tokio::spawn(tracker.track_future(serve(socket, state, key, query.protocol)));
+        std::future::ready(())
+    })
 }
 
 /// Whether a browser `Origin` may connect: any when the list is empty; otherwise an exact
@@ -120,14 +125,25 @@ fn admit(state: &ServerState, key: &str, protocol: Option<&str>) -> Result<Arc<A
     Ok(app)
 }
 
-async fn serve(socket: WebSocket, state: ServerState, key: String, protocol: Option<String>) {
-    // Boxed: the socket is then held once, by pointer, rather than in more than one slot of
-    // this task's future (measured: the idle socket's task, docs/benchmarks.md).
-    let mut socket = Box::new(socket);
-    let app = match admit(&state, &key, protocol.as_deref()) {
+/// Admits the socket and runs it. Not `async` itself: an async fn keeps its arguments for its
+/// whole life, so the socket is boxed and the key and protocol are used up before the task's
+/// future is built (measured per idle socket, docs/benchmarks.md).
+fn serve(
+    socket: WebSocket,
+    state: ServerState,
+    key: String,
+    protocol: Option<String>,
+) -> impl std::future::Future<Output = ()> {
+    let admitted = admit(&state, &key, protocol.as_deref()).inspect_err(|reason| {
+        debug!(key, code = reason.code(), "connection refused");
+    });
+    run_socket(Box::new(socket), state, admitted)
+}
+
+async fn run_socket(mut socket: Box<WebSocket>, state: ServerState, admitted: Result<Arc<App>, CloseReason>) {
+    let app = match admitted {
         Ok(app) => app,
         Err(reason) => {
-            debug!(key, code = reason.code(), "connection refused");
             close(&mut socket, reason, reason.message()).await;
             return;
         }
@@ -142,7 +158,9 @@ async fn serve(socket: WebSocket, state: ServerState, key: String, protocol: Opt
         return;
     }
     let socket_id = new_socket_id();
-    let span = info_span!("socket", app_id = %app.id, socket_id = %socket_id);
+    // Debug level, like every event of a socket: an enabled span is kept by the subscriber for
+    // the socket's life (about 500 bytes per idle socket at the default `info`, measured).
+    let span = debug_span!("socket", app_id = %app.id, socket_id = %socket_id);
     async move {
         let label = AppLabel::new(&app.id);
         state.metrics.new_connections.get_or_create(&label).inc();
@@ -164,7 +182,8 @@ async fn serve(socket: WebSocket, state: ServerState, key: String, protocol: Opt
         debug!("connected");
         state.console.emit(|| LogEntry::new(&app.id, "connected").socket(&conn.socket_id));
         let reason = conn.run(&mut socket, rx, &control).await;
-        conn.leave_all().await;
+        // Boxed: only a closing socket needs room for it.
+        Box::pin(conn.leave_all()).await;
         state.cluster.channels.disconnect(&app.id).await;
         let reason_label = reason.as_ref().map_or("client", Ending::label);
         state
