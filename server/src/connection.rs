@@ -3,13 +3,15 @@
 //! leaves every channel when the socket ends. A close requested from elsewhere (slow consumer,
 //! shutdown) ends the loop with that reason.
 
+mod admission;
 mod signin;
 mod subscribe;
 
 pub use signin::parse_user_data;
 
+use admission::{admit, new_socket_id, origin_allowed};
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +33,7 @@ use crate::console_log::LogEntry;
 use crate::metrics::{AppLabel, CloseLabels};
 use crate::outbox::{Control, Inbox, Outbox};
 use crate::protocol::frames;
-use crate::protocol::{
-    parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED, SUPPORTED_PROTOCOLS,
-};
+use crate::protocol::{parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED};
 use crate::ratelimit::{Bucket, Window};
 use crate::state::ServerState;
 use crate::webhooks::WebhookEvent;
@@ -83,46 +83,6 @@ pub async fn upgrade(
         tokio::spawn(tracker.track_future(serve(socket, state, key, query.protocol)));
         std::future::ready(())
     })
-}
-
-/// Whether a browser `Origin` may connect: any when the list is empty; otherwise an exact
-/// entry, `*`, or a `scheme://*.domain` wildcard. A request without `Origin` (not a browser)
-/// is refused when a list is set.
-fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    let Some(origin) = origin else { return false };
-    allowed.iter().any(|a| {
-        a == "*"
-            || a.eq_ignore_ascii_case(origin)
-            || a.split_once("*.").is_some_and(|(scheme, domain)| {
-                origin.len() > scheme.len() + domain.len()
-                    && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                    && origin.to_ascii_lowercase().ends_with(&format!(".{}", domain.to_ascii_lowercase()))
-            })
-    })
-}
-
-static SOCKET_COUNTER: AtomicU64 = AtomicU64::new(1);
-
-/// A socket id unique on this node; the random half keeps ids of different nodes apart.
-fn new_socket_id() -> Arc<str> {
-    let node: u32 = rand::random::<u32>() % 1_000_000_000;
-    format!("{node}.{}", SOCKET_COUNTER.fetch_add(1, Ordering::Relaxed)).into()
-}
-
-fn admit(state: &ServerState, key: &str, protocol: Option<&str>) -> Result<Arc<App>, CloseReason> {
-    let version = protocol.ok_or(CloseReason::NoProtocolVersion)?;
-    match version.parse::<u32>() {
-        Ok(v) if SUPPORTED_PROTOCOLS.contains(&v) => {}
-        _ => return Err(CloseReason::UnsupportedProtocol),
-    }
-    let app = state.apps.by_key(key).ok_or(CloseReason::AppNotFound)?;
-    if !app.enabled {
-        return Err(CloseReason::AppDisabled);
-    }
-    Ok(app)
 }
 
 /// Admits the socket and runs it. Not `async` itself: an async fn keeps its arguments for its
