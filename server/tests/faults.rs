@@ -254,21 +254,30 @@ async fn a_member_who_moves_to_another_node_within_the_window_sends_no_webhook()
     assert_eq!(removed, 1);
 }
 
+/// A webhook receiver, a Redis, two nodes named `names` sending it webhooks, and ada joined to
+/// `presence-room` on the first node (her `member_added` received).
+async fn ada_joined(names: [&str; 2]) -> (Receiver, Redis, Node, Node, Client) {
+    let hooks = Receiver::start(Vec::new()).await;
+    let redis = Redis::start().await;
+    let webhook = ["--app-webhook-url", hooks.url.as_str()];
+    let first = Node::spawn(&redis, names[0], &webhook).await;
+    let second = Node::spawn(&redis, names[1], &webhook).await;
+    let mut ada = connect(first.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    hooks
+        .wait_for(Duration::from_secs(5), |e| {
+            self::names(e).contains(&"member_added:presence-room:ada".to_owned())
+        })
+        .await;
+    (hooks, redis, first, second, ada)
+}
+
 #[tokio::test]
 async fn a_flap_whose_window_ends_while_redis_stalls_sends_no_webhook() {
     // Found by the chaos test (seed 776632): ada flaps from n1 to n2 within 0.3 s, and Redis
     // stalls just as her 3 s window ends. n1 cannot ask whether she came back; it used to send
     // member_removed anyway ("at least once"). Now it asks again until Redis answers: she did.
-    let hooks = Receiver::start(Vec::new()).await;
-    let redis = Redis::start().await;
-    let webhook = ["--app-webhook-url", hooks.url.as_str()];
-    let n1 = Node::spawn(&redis, "n1", &webhook).await;
-    let n2 = Node::spawn(&redis, "n2", &webhook).await;
-    let mut ada = connect(n1.addr).await;
-    ada.join("presence-room", "ada", json!({})).await;
-    hooks
-        .wait_for(Duration::from_secs(5), |e| names(e).contains(&"member_added:presence-room:ada".to_owned()))
-        .await;
+    let (hooks, redis, _n1, n2, ada) = ada_joined(["n1", "n2"]).await;
     drop(ada);
     let left = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -367,16 +376,7 @@ async fn a_held_webhook_taken_over_keeps_the_window_it_began_with() {
     // up (3–4.5 s after). She is back 6 s after she left: past her 3 s window, so the backend
     // hears she left and came back. Before, the takeover began a new 3 s window, her return
     // fell into it, and neither webhook was ever sent.
-    let hooks = Receiver::start(Vec::new()).await;
-    let redis = Redis::start().await;
-    let webhook = ["--app-webhook-url", hooks.url.as_str()];
-    let n1 = Node::spawn(&redis, "n1", &webhook).await;
-    let mut n3 = Node::spawn(&redis, "n3", &webhook).await;
-    let mut ada = connect(n3.addr).await;
-    ada.join("presence-room", "ada", json!({})).await;
-    hooks
-        .wait_for(Duration::from_secs(5), |e| names(e).contains(&"member_added:presence-room:ada".to_owned()))
-        .await;
+    let (hooks, _redis, mut n3, n1, ada) = ada_joined(["n3", "n1"]).await;
     drop(ada);
     let left = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
