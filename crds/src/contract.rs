@@ -50,6 +50,9 @@ pub struct ServerFile {
     /// Seconds sockets get to close on shutdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<u64>,
+    /// Seconds over which the shutdown's 4200 closes are spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_spread: Option<u64>,
     /// Serve the debug console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<bool>,

@@ -1,5 +1,6 @@
 //! `herald-operator`: runs the controllers, or prints the CRDs (`herald-operator crd`).
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -55,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn")),
         )
+        // Colour only on a terminal: container logs (kubectl logs, collectors) get plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let namespaces = parse_namespaces(Some(&cli.watch_namespace));
     if let Some(Command::Check) = cli.command {

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use herald_crds::contract::ServerFile;
 
 use crate::apps::App;
 
@@ -82,6 +83,11 @@ pub struct Cli {
     /// Token that opens the console for every app; without it, each app's secret opens its own.
     #[arg(long, env = "HERALD_CONSOLE_TOKEN", hide_env_values = true)]
     pub console_token: Option<String>,
+    /// Seconds over which shutdown's 4200 closes are spread, so clients do not all reconnect to
+    /// the other nodes at once [default: 5 with --cluster redis (at most half of
+    /// shutdown_grace), 0 alone].
+    #[arg(long, env = "HERALD_DRAIN_SPREAD")]
+    pub drain_spread: Option<String>,
     /// Where apps come from: `static` (flags and config file, the default) or `kubernetes`
     /// (the PusherApps of `--cluster-name`, watched live).
     #[arg(long, env = "HERALD_APPS")]
@@ -206,6 +212,8 @@ pub struct Settings {
     pub max_request_size: usize,
     /// Time given to sockets to close on shutdown before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// Each socket closes with 4200 at a random moment within this time after shutdown begins.
+    pub drain_spread: Duration,
     /// Which cluster backend.
     pub cluster: ClusterMode,
     /// Serve the development auth endpoint.
@@ -257,6 +265,7 @@ impl Default for Settings {
             max_message_size: 100 * 1024,
             max_request_size: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            drain_spread: Duration::ZERO,
             cluster: ClusterMode::Local,
             dev_auth: false,
             console: false,
@@ -379,6 +388,7 @@ impl Config {
             max_message_size: file.max_message_size.unwrap_or(d.max_message_size),
             max_request_size: file.max_request_size.unwrap_or(d.max_request_size),
             shutdown_grace: Duration::from_secs(file.shutdown_grace.unwrap_or(d.shutdown_grace.as_secs())),
+            drain_spread: Duration::ZERO,
             dev_auth: false,
             cluster: ClusterMode::Local,
             console: false,
@@ -419,6 +429,7 @@ impl Config {
             }
         };
         s.cluster = cluster_mode(&mut errors, cli, &mut file);
+        s.drain_spread = drain_spread(&mut errors, cli, &file, &s);
         let dialect: Option<String> = cli.error_dialect.clone().or(file.error_dialect.take());
         match dialect.as_deref() {
             None | Some("echo") => {}
@@ -525,11 +536,28 @@ impl Config {
     }
 }
 
+/// Default drain spread with other nodes to take the clients.
+const DRAIN_SPREAD: Duration = Duration::from_secs(5);
+
 /// The longest any duration setting may be: one year. Longer ones would overflow the clock
 /// arithmetic of timers (a deadline of `now + u64::MAX seconds` panics), so they are refused.
 pub const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Records an error when a duration setting is over [`MAX_TIMER`].
+/// The drain spread: given, or 5 s (at most half the grace) when other nodes take the clients.
+fn drain_spread(errors: &mut Vec<String>, cli: &Cli, file: &ServerFile, s: &Settings) -> Duration {
+    let default = match s.cluster {
+        ClusterMode::Redis(_) => DRAIN_SPREAD.min(s.shutdown_grace / 2),
+        ClusterMode::Local => Duration::ZERO,
+    };
+    let spread = setting(errors, "drain_spread", cli.drain_spread.as_deref(), file.drain_spread, default.as_secs());
+    let spread = Duration::from_secs(spread);
+    if spread > s.shutdown_grace {
+        errors.push(format!("drain_spread: must be at most shutdown_grace ({} seconds)", s.shutdown_grace.as_secs()));
+    }
+    spread
+}
+
 fn check_timer(errors: &mut Vec<String>, name: &str, value: Duration) {
     if value > MAX_TIMER {
         errors.push(format!("{name}: must be at most {} seconds (one year)", MAX_TIMER.as_secs()));

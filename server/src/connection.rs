@@ -4,12 +4,14 @@
 //! shutdown) ends the loop with that reason.
 
 mod admission;
+mod drain;
 mod signin;
 mod subscribe;
 
 pub use signin::parse_user_data;
 
 use admission::{admit, new_socket_id, origin_allowed};
+use drain::{drain_moment, drained};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -289,7 +291,12 @@ impl Connection {
         let mut last_seen = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         let shutdown = self.state.shutdown.clone();
-        // One timer for both deadlines (ping / pong, and signing in), kept across iterations.
+        // When shutdown began, the moment this socket closes with 4200: a random point of the
+        // drain spread, so the clients of a stopping node do not reconnect all at once.
+        let mut drain_at: Option<Instant> = None;
+        let spread = self.state.settings.drain_spread;
+        // One timer for every deadline (ping / pong, signing in, draining), kept across
+        // iterations.
         let timer = sleep_until(last_seen + activity_timeout);
         tokio::pin!(timer);
         loop {
@@ -297,12 +304,17 @@ impl Connection {
                 Some(at) => at + pong_timeout,
                 None => last_seen + activity_timeout,
             };
-            let wake = self.auth_deadline.map_or(deadline, |auth| auth.min(deadline));
+            let wake = [self.auth_deadline, drain_at].into_iter().flatten().fold(deadline, Instant::min);
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
+                _ = shutdown.cancelled(), if drain_at.is_none() => {
+                    if spread.is_zero() {
+                        return Some(Ending::Pusher(CloseReason::Reconnect));
+                    }
+                    drain_at = Some(drain_moment(spread));
+                }
                 reason = control.requested() => return Some(Ending::Pusher(reason)),
                 Ok(()) = self.app_changes.changed() => {
                     if let Some(ending) = self.refresh_app() {
@@ -335,12 +347,17 @@ impl Connection {
                                 return None;
                             }
                         }
-                        _ = shutdown.cancelled() => return Some(Ending::Pusher(CloseReason::Reconnect)),
+                        () = drained(&shutdown, drain_at, spread) => {
+                            return Some(Ending::Pusher(CloseReason::Reconnect));
+                        }
                         reason = control.requested() => return Some(Ending::Pusher(reason)),
                     }
                 }
                 () = &mut timer => {
                     let now = Instant::now();
+                    if drain_at.is_some_and(|at| now >= at) {
+                        return Some(Ending::Pusher(CloseReason::Reconnect));
+                    }
                     if self.auth_deadline.is_some_and(|auth| now >= auth) {
                         let msg = "Connection not authorized within the timeout: sign in or subscribe to a private channel";
                         return Some(Ending::Refused(CloseReason::Unauthorized, msg.into()));
@@ -564,3 +581,4 @@ fn read_error(e: axum::Error) -> Option<Ending> {
 
 #[cfg(test)]
 mod tests;
+

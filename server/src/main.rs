@@ -1,6 +1,7 @@
 //! `herald-server`: parses the command line, sets up logging, runs the server until SIGTERM or
 //! SIGINT, and exits 0 after a graceful drain.
 
+use std::io::IsTerminal as _;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: container logs (kubectl logs, collectors) get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -7,11 +7,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,7 +22,7 @@ use crate::apps::kubernetes::KubeApps;
 use crate::apps::{AppStore, StaticApps};
 use crate::channels::Registry;
 use crate::cluster::{AnnounceSender, Announcement, Cluster, LocalCluster, RedisCluster};
-use crate::config::{ClusterMode, Config};
+use crate::config::{ClusterMode, Config, RedisSettings};
 use crate::connection;
 use crate::console_log::ConsoleLog;
 use crate::http_api::{self, ApiError};
@@ -91,7 +93,7 @@ impl Server {
             }
             ClusterMode::Redis(redis) => {
                 let backend =
-                    RedisCluster::connect(redis.clone(), registry, announcements.clone(), metrics.clone())
+                    join_redis(redis, registry, &announcements, &metrics)
                         .await
                         .map_err(|e| {
                             let url = crate::config::redacted_url(&redis.url);
@@ -179,5 +181,36 @@ impl Server {
         webhooks.shutdown(grace).await;
         ops_task.await.map_err(io::Error::other)??;
         Ok(())
+    }
+}
+
+/// How long a starting node waits for Redis to accept connections: a Redis pod started beside
+/// the servers (or its Service's endpoints) can take seconds, which need not cost a crash loop.
+/// Any other error (authentication, TLS, a bad URL) fails at once.
+const REDIS_START_WAIT: Duration = Duration::from_secs(10);
+
+async fn join_redis(
+    redis: &RedisSettings,
+    registry: Registry,
+    announcements: &AnnounceSender,
+    metrics: &Arc<Metrics>,
+) -> redis::RedisResult<RedisCluster> {
+    let deadline = Instant::now() + REDIS_START_WAIT;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let joined =
+            RedisCluster::connect(redis.clone(), registry.clone(), announcements.clone(), metrics.clone()).await;
+        match joined {
+            Err(e)
+                if (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped())
+                    && Instant::now() + pause < deadline =>
+            {
+                let url = crate::config::redacted_url(&redis.url);
+                tracing::warn!(%url, error = %e, "Redis not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            joined => return joined,
+        }
     }
 }

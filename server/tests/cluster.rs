@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use herald_testkit::nodes::{Node, Redis};
 use herald_testkit::*;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 fn data_of(frame: &Value) -> Value {
     match &frame["data"] {
@@ -192,6 +193,72 @@ async fn a_graceful_shutdown_cleans_up_at_once() {
     let removed = bob.next().await;
     assert_eq!(data_of(&removed)["user_id"], "leaver");
     assert!(started.elapsed() < Duration::from_secs(3), "no waiting for the lease");
+}
+
+#[tokio::test]
+async fn a_node_started_before_its_redis_waits_for_it_instead_of_exiting() {
+    // As in Kubernetes, where the server pods and the Redis pod start together.
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let url = redis.url();
+    let (node, _) = tokio::join!(Node::spawn_via(&url, "early"), async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        redis.restart().await;
+    });
+    let mut a = connect(node.addr).await;
+    a.subscribe("news").await;
+    let (status, _) = Api::new(node.addr)
+        .post(&format!("/apps/{APP_ID}/events"), json!({"name":"e","data":"1","channel":"news"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.next().await["data"], "1");
+    assert_eq!(node.ready().await, 200);
+}
+
+#[tokio::test]
+async fn a_stopping_node_spreads_its_4200_closes_and_serves_until_each_one() {
+    let redis = Redis::start().await;
+    let mut n1 = Node::spawn(&redis, "n1", &["--drain-spread", "3"]).await;
+    let n2 = Node::spawn(&redis, "n2", &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut c = connect(n1.addr).await;
+        c.subscribe("news").await;
+        clients.push(c);
+    }
+    let started = Instant::now();
+    n1.begin_terminate().await;
+    // Triggered on the other node while n1 drains: every socket still open gets it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = Api::new(n2.addr)
+        .post(&format!("/apps/{APP_ID}/events"), json!({"name":"e","data":"late","channel":"news"}))
+        .await;
+    assert_eq!(status, 200);
+    let closes = clients.into_iter().map(|mut c| async move {
+        let mut got_event = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut c.ws)).await.expect("closed in time") {
+                Some(Ok(Message::Text(t))) => got_event |= t.contains("late"),
+                Some(Ok(Message::Close(frame))) => {
+                    return (frame.map(|f| u16::from(f.code)), started.elapsed(), got_event)
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (None, started.elapsed(), got_event),
+            }
+        }
+    });
+    let closes = futures_util::future::join_all(closes).await;
+    assert!(closes.iter().all(|(code, _, _)| *code == Some(4200)), "{closes:?}");
+    let first = closes.iter().map(|c| c.1).min().expect("closes");
+    let last = closes.iter().map(|c| c.1).max().expect("closes");
+    assert!(last - first > Duration::from_millis(500), "closes spread over the drain: {closes:?}");
+    assert!(last < Duration::from_secs(5), "every socket closed within the spread: {closes:?}");
+    for (_, at, got_event) in &closes {
+        if *at > Duration::from_millis(800) {
+            assert!(got_event, "a socket open at the trigger got the event: {closes:?}");
+        }
+    }
+    assert_eq!(n1.terminate().await, Some(0));
 }
 
 #[tokio::test]

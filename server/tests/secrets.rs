@@ -112,6 +112,7 @@ async fn secrets_stay_out_of_logs_metrics_and_errors() {
     let mut err = String::new();
     let _ = stderr.read_to_string(&mut err).await;
     assert!(err.len() > 1000, "trace logging was on (got {} bytes of log)", err.len());
+    assert!(!err.contains("\x1b["), "no colour codes in a log that is not a terminal");
     for (what, text) in [("stdout", &out), ("log", &err), ("metrics", &metrics), ("error bodies", &bodies)] {
         assert!(!text.contains(SECRET), "the app secret appears in {what}");
     }

@@ -287,6 +287,8 @@ impl Node {
                 "--lease-ttl",
                 "3",
             ])
+            // Sockets close at once on SIGTERM unless a test asks for a spread (--drain-spread).
+            .env("HERALD_DRAIN_SPREAD", "0")
             // HERALD_TEST_NODE_LOG=info (or a tracing filter) shows more of what the nodes do.
             .env("HERALD_LOG", std::env::var("HERALD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -320,11 +322,16 @@ impl Node {
         let _ = self.child.kill().await;
     }
 
-    /// SIGTERM: graceful shutdown. Returns the exit code.
-    pub async fn terminate(&mut self) -> Option<i32> {
+    /// SIGTERM without waiting: the node starts its graceful shutdown.
+    pub async fn begin_terminate(&self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
         }
+    }
+
+    /// SIGTERM: graceful shutdown. Returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        self.begin_terminate().await;
         tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.ok()?.ok()?.code()
     }
 

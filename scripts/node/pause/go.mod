@@ -1,0 +1,3 @@
+module herald.local/pause
+
+go 1.22
