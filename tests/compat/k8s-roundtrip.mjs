@@ -3,16 +3,18 @@
 // as a user reads them from the PusherApp's Secret. Prints one JSON line and exits 0 on success.
 //
 //   node k8s-roundtrip.mjs '{"appId":"..","key":"..","secret":"..","clientPort":1,"apiPort":2}'
+// (`"host"` defaults to 127.0.0.1; the node tests pass a Service address.)
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
 
 const cfg = JSON.parse(process.argv[2]);
+const host = cfg.host ?? '127.0.0.1';
 const sdk = new PusherServer({
-  appId: cfg.appId, key: cfg.key, secret: cfg.secret, host: '127.0.0.1', port: String(cfg.apiPort), useTLS: false,
+  appId: cfg.appId, key: cfg.key, secret: cfg.secret, host, port: String(cfg.apiPort), useTLS: false,
 });
 Pusher.logToConsole = false;
 const client = new Pusher(cfg.key, {
-  cluster: 'herald', wsHost: '127.0.0.1', wsPort: cfg.clientPort, forceTLS: false,
+  cluster: 'herald', wsHost: host, wsPort: cfg.clientPort, forceTLS: false,
   enabledTransports: ['ws'], disableStats: true,
   channelAuthorization: {
     customHandler: ({ socketId, channelName }, callback) => {
@@ -26,7 +28,12 @@ const client = new Pusher(cfg.key, {
   },
 });
 
-const timeout = setTimeout(() => { console.error('timed out'); process.exit(1); }, 15000);
+const timeout = setTimeout(() => { console.error('timed out'); process.exit(1); }, cfg.timeoutMs ?? 15000);
+// Refused (4000-4099, e.g. an app key the servers do not know yet): no point waiting.
+client.connection.bind('error', (e) => {
+  const code = e?.data?.code ?? e?.error?.data?.code;
+  if (code >= 4000 && code < 4100) { console.error(`refused: ${code}`); process.exit(1); }
+});
 const waitFor = (channel, event) => new Promise((resolve) => channel.bind(event, resolve));
 const subscribe = async (name) => {
   const channel = client.subscribe(name);

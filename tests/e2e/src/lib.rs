@@ -9,6 +9,8 @@
 //! Every process is started with `PR_SET_PDEATHSIG`, so it dies with the test binary even if
 //! the binary is killed.
 
+pub mod node;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
