@@ -550,10 +550,14 @@ fn drain_spread(errors: &mut Vec<String>, cli: &Cli, file: &ServerFile, s: &Sett
         ClusterMode::Redis(_) => DRAIN_SPREAD.min(s.shutdown_grace / 2),
         ClusterMode::Local => Duration::ZERO,
     };
-    let spread = setting(errors, "drain_spread", cli.drain_spread.as_deref(), file.drain_spread, default.as_secs());
+    let spread =
+        setting(errors, "drain_spread", cli.drain_spread.as_deref(), file.drain_spread, default.as_secs());
     let spread = Duration::from_secs(spread);
     if spread > s.shutdown_grace {
-        errors.push(format!("drain_spread: must be at most shutdown_grace ({} seconds)", s.shutdown_grace.as_secs()));
+        errors.push(format!(
+            "drain_spread: must be at most shutdown_grace ({} seconds)",
+            s.shutdown_grace.as_secs()
+        ));
     }
     spread
 }

@@ -581,4 +581,3 @@ fn read_error(e: axum::Error) -> Option<Ending> {
 
 #[cfg(test)]
 mod tests;
-

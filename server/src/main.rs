@@ -1,8 +1,8 @@
 //! `herald-server`: parses the command line, sets up logging, runs the server until SIGTERM or
 //! SIGINT, and exits 0 after a graceful drain.
 
-use std::io::IsTerminal as _;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 

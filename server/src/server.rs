@@ -92,13 +92,10 @@ impl Server {
                 (Cluster::of(local), None)
             }
             ClusterMode::Redis(redis) => {
-                let backend =
-                    join_redis(redis, registry, &announcements, &metrics)
-                        .await
-                        .map_err(|e| {
-                            let url = crate::config::redacted_url(&redis.url);
-                            io::Error::other(format!("cannot join the Redis cluster at {url}: {e}"))
-                        })?;
+                let backend = join_redis(redis, registry, &announcements, &metrics).await.map_err(|e| {
+                    let url = crate::config::redacted_url(&redis.url);
+                    io::Error::other(format!("cannot join the Redis cluster at {url}: {e}"))
+                })?;
                 // Webhook requests being delivered are kept in Redis, for a takeover.
                 let journal: Arc<dyn crate::webhooks::Journal> = Arc::new(backend.clone());
                 (Cluster::of(backend), Some(journal))
@@ -199,7 +196,8 @@ async fn join_redis(
     let mut pause = Duration::from_millis(200);
     loop {
         let joined =
-            RedisCluster::connect(redis.clone(), registry.clone(), announcements.clone(), metrics.clone()).await;
+            RedisCluster::connect(redis.clone(), registry.clone(), announcements.clone(), metrics.clone())
+                .await;
         match joined {
             Err(e)
                 if (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped())

@@ -237,7 +237,10 @@ async fn a_stopping_node_spreads_its_4200_closes_and_serves_until_each_one() {
     let closes = clients.into_iter().map(|mut c| async move {
         let mut got_event = false;
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut c.ws)).await.expect("closed in time") {
+            match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut c.ws))
+                .await
+                .expect("closed in time")
+            {
                 Some(Ok(Message::Text(t))) => got_event |= t.contains("late"),
                 Some(Ok(Message::Close(frame))) => {
                     return (frame.map(|f| u16::from(f.code)), started.elapsed(), got_event)

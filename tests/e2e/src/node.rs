@@ -54,7 +54,8 @@ impl KubeNode {
             pipe.write_all(text.as_bytes()).expect("write stdin");
         }
         let out = child.wait_with_output().expect("wait");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
 

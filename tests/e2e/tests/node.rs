@@ -69,7 +69,14 @@ fn helm_install_and_test(node: &KubeNode) {
         "120s",
     ]);
     assert!(ok, "helm install: {out}");
-    node.kubectl_ok(&["rollout", "status", "-n", "herald-system", "deployment/herald-operator", "--timeout=60s"]);
+    node.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "herald-system",
+        "deployment/herald-operator",
+        "--timeout=60s",
+    ]);
     let (ok, out) = node.helm(&["test", "herald-operator", "-n", "herald-system", "--timeout", "60s"]);
     assert!(ok && out.contains("Succeeded"), "helm test: {out}");
     println!("scenario 1: operator Ready and helm test passed {:?} after helm install", started.elapsed());
@@ -161,10 +168,8 @@ spec:
     let mut fleet = node.script("k8s-fleet.mjs", &fleet_config(&service, SECRET, 45, 2, false));
     fleet.line("ready");
     // Both pods hold some of the clients kube-proxy spread.
-    let per_pod: Vec<f64> = pods
-        .iter()
-        .map(|(_, ip, _)| node.pod_metric(ip, 9601, "herald_connected").unwrap_or(0.0))
-        .collect();
+    let per_pod: Vec<f64> =
+        pods.iter().map(|(_, ip, _)| node.pod_metric(ip, 9601, "herald_connected").unwrap_or(0.0)).collect();
     assert!(per_pod.iter().all(|n| *n > 0.0), "clients landed on every pod: {per_pod:?}");
     assert_eq!(per_pod.iter().sum::<f64>() as usize, CLIENTS, "{per_pod:?}");
     let shown = poll("kubectl get pusherapps shows the live connections", Duration::from_secs(40), || {
@@ -221,7 +226,9 @@ spec:
     });
     let took = applied.elapsed();
     assert_eq!(pod_names_and_restarts(node), before, "no pod restarted or was replaced");
-    println!("scenario 6: a new PusherApp served (connect + subscribe + trigger) {took:?} after kubectl apply");
+    println!(
+        "scenario 6: a new PusherApp served (connect + subscribe + trigger) {took:?} after kubectl apply"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -259,7 +266,8 @@ fn rotating_the_secret_drops_no_socket(node: &KubeNode, service: &Service) {
 /// members: the clients on the other pod get `member_removed` for each within the lease bound,
 /// and the Deployment replaces the pod.
 fn a_force_deleted_pod_leaves_no_ghost_members(node: &KubeNode, service: &Service) {
-    let mut fleet = node.script("k8s-fleet.mjs", &fleet_config(service, "second-secret-e83f0b12", 25, 0, true));
+    let mut fleet =
+        node.script("k8s-fleet.mjs", &fleet_config(service, "second-secret-e83f0b12", 25, 0, true));
     fleet.line("ready");
     let pods = server_pods(node);
     let (victim, _, _) = pods
@@ -277,11 +285,16 @@ fn a_force_deleted_pod_leaves_no_ghost_members(node: &KubeNode, service: &Servic
     let mut slowest = 0;
     for s in &survivors {
         for user in &dropped {
-            let at = s["removed"][*user].as_i64().unwrap_or_else(|| panic!("{} saw {user} leave: {summary}", s["user"]));
+            let at = s["removed"][*user]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{} saw {user} leave: {summary}", s["user"]));
             slowest = slowest.max(at - deleted_at);
         }
         for (user, _) in s["removed"].as_object().expect("removed") {
-            assert!(dropped.contains(&user.as_str()), "member_removed only for the dead pod's members: {summary}");
+            assert!(
+                dropped.contains(&user.as_str()),
+                "member_removed only for the dead pod's members: {summary}"
+            );
         }
     }
     // A 10 s lease, renewed every 3.3 s; the reaper runs on the survivors' clocks.
@@ -299,13 +312,17 @@ fn a_force_deleted_pod_leaves_no_ghost_members(node: &KubeNode, service: &Servic
 fn densest(times: &[i64], window: i64) -> usize {
     let mut sorted = times.to_vec();
     sorted.sort_unstable();
-    (0..sorted.len()).map(|i| sorted[i..].iter().take_while(|t| **t - sorted[i] < window).count()).max().unwrap_or(0)
+    (0..sorted.len())
+        .map(|i| sorted[i..].iter().take_while(|t| **t - sorted[i] < window).count())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Scenario 3: a spec change rolls the pods; each drains with 4200, spread out; clients
 /// reconnect to the other pods; the PDB / maxUnavailable 0 keep a pod serving throughout.
 fn a_rolling_update_drains_spread_out_behind_the_pdb(node: &KubeNode, service: &Service) {
-    let mut fleet = node.script("k8s-fleet.mjs", &fleet_config(service, "second-secret-e83f0b12", 45, 20, false));
+    let mut fleet =
+        node.script("k8s-fleet.mjs", &fleet_config(service, "second-secret-e83f0b12", 45, 20, false));
     fleet.line("ready");
     let rolled_at = now_ms();
     node.kubectl_ok(&[
@@ -323,7 +340,8 @@ fn a_rolling_update_drains_spread_out_behind_the_pdb(node: &KubeNode, service: &
     let mut least_ready = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
-        let ready: usize = node.jsonpath(NS, "deployment/realtime", "{.status.readyReplicas}").parse().unwrap_or(0);
+        let ready: usize =
+            node.jsonpath(NS, "deployment/realtime", "{.status.readyReplicas}").parse().unwrap_or(0);
         least_ready = least_ready.min(ready);
         let updated = node.jsonpath(NS, "deployment/realtime", "{.status.updatedReplicas}");
         if updated == "2" && ready == 2 && server_pods(node).len() == 2 && now_ms() - rolled_at > 5_000 {
@@ -360,8 +378,23 @@ fn a_rolling_update_drains_spread_out_behind_the_pdb(node: &KubeNode, service: &
 /// Scenario 7: the operator pod deleted, a new one resumes; an owned Service deleted by hand
 /// is back within 10 s.
 fn the_operator_pod_replaced_resumes_and_restores_a_deleted_service(node: &KubeNode) {
-    node.kubectl_ok(&["delete", "pod", "-n", "herald-system", "-l", "app.kubernetes.io/name=herald-operator", "--wait=false"]);
-    node.kubectl_ok(&["rollout", "status", "-n", "herald-system", "deployment/herald-operator", "--timeout=90s"]);
+    node.kubectl_ok(&[
+        "delete",
+        "pod",
+        "-n",
+        "herald-system",
+        "-l",
+        "app.kubernetes.io/name=herald-operator",
+        "--wait=false",
+    ]);
+    node.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "herald-system",
+        "deployment/herald-operator",
+        "--timeout=90s",
+    ]);
     poll("the new operator pod is Ready", Duration::from_secs(60), || {
         let out = node.jsonpath(
             "herald-system",
@@ -374,7 +407,8 @@ fn the_operator_pod_replaced_resumes_and_restores_a_deleted_service(node: &KubeN
     let deleted = Instant::now();
     node.kubectl_ok(&["delete", "service", "realtime", "-n", NS]);
     poll("the operator restores the Service", Duration::from_secs(30), || {
-        let (ok, uid) = node.kubectl(&["get", "service", "realtime", "-n", NS, "-o", "jsonpath={.metadata.uid}"]);
+        let (ok, uid) =
+            node.kubectl(&["get", "service", "realtime", "-n", NS, "-o", "jsonpath={.metadata.uid}"]);
         (ok && !uid.is_empty() && uid != old_uid).then_some(())
     });
     let took = deleted.elapsed();
