@@ -181,8 +181,19 @@ impl Server {
     }
 }
 
+/// Redis (or its name) not there yet: refused, timed out, dropped, or a name that does not
+/// resolve yet (a new Service's DNS record, a DNS server starting; getaddrinfo's errors have no
+/// stable kind, so the message is matched).
+fn not_there_yet(e: &redis::RedisError) -> bool {
+    e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.to_string().contains("failed to lookup address")
+}
+
 /// How long a starting node waits for Redis to accept connections: a Redis pod started beside
-/// the servers (or its Service's endpoints) can take seconds, which need not cost a crash loop.
+/// the servers (its Service's endpoints, its DNS name) can take seconds, which need not cost a
+/// crash loop.
 /// Any other error (authentication, TLS, a bad URL) fails at once.
 const REDIS_START_WAIT: Duration = Duration::from_secs(10);
 
@@ -199,10 +210,7 @@ async fn join_redis(
             RedisCluster::connect(redis.clone(), registry.clone(), announcements.clone(), metrics.clone())
                 .await;
         match joined {
-            Err(e)
-                if (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped())
-                    && Instant::now() + pause < deadline =>
-            {
+            Err(e) if not_there_yet(&e) && Instant::now() + pause < deadline => {
                 let url = crate::config::redacted_url(&redis.url);
                 tracing::warn!(%url, error = %e, "Redis not reachable yet; retrying");
                 tokio::time::sleep(pause).await;

@@ -59,6 +59,13 @@ impl KubeNode {
         (out.status.success(), text)
     }
 
+    /// Any program inside the namespace; returns (success, stdout + stderr).
+    pub fn run_in_ns(&self, program: &str, args: &[&str]) -> (bool, String) {
+        let mut command = self.command(program);
+        command.args(args);
+        self.run(command, None)
+    }
+
     /// kubectl inside the namespace; returns (success, stdout + stderr).
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let mut command = self.command("kubectl");

@@ -160,16 +160,42 @@ spec:
     let pods = server_pods(node);
     assert_eq!(pods.len(), 2, "{pods:?}");
     for (name, _, restarts) in &pods {
-        assert_eq!(*restarts, 0, "{name} restarted while its Redis started beside it");
+        if *restarts > 0 {
+            let (_, previous) = node.kubectl(&["logs", "-n", NS, name, "--previous"]);
+            let (_, events) = node.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                NS,
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+            ]);
+            panic!(
+                "{name} restarted {restarts} times while its Redis started beside it:\n{previous}\n{events}"
+            );
+        }
     }
     let service = Service { ip: node.jsonpath(NS, "service/realtime", "{.spec.clusterIP}") };
+    // Ready pods reach the Service's endpoints, then kube-proxy's rules, a moment later.
+    poll("both pods are endpoints of the Service", Duration::from_secs(30), || {
+        let (_, rules) = node.run_in_ns("iptables", &["-t", "nat", "-S"]);
+        let programmed = rules
+            .lines()
+            .filter(|l| l.contains(&format!("\"{NS}/realtime:http\"")) && l.contains("DNAT"))
+            .count();
+        (programmed == 2).then_some(())
+    });
 
     // Long enough for the operator's usage refresh (every 30 s) to show the connections.
     let mut fleet = node.script("k8s-fleet.mjs", &fleet_config(&service, SECRET, 45, 2, false));
     fleet.line("ready");
     // Both pods hold some of the clients kube-proxy spread.
-    let per_pod: Vec<f64> =
-        pods.iter().map(|(_, ip, _)| node.pod_metric(ip, 9601, "herald_connected").unwrap_or(0.0)).collect();
+    let per_pod: Vec<f64> = pods
+        .iter()
+        .map(|(name, ip, _)| {
+            node.pod_metric(ip, 9601, "herald_connected").unwrap_or_else(|| panic!("{name}'s /metrics"))
+        })
+        .collect();
     assert!(per_pod.iter().all(|n| *n > 0.0), "clients landed on every pod: {per_pod:?}");
     assert_eq!(per_pod.iter().sum::<f64>() as usize, CLIENTS, "{per_pod:?}");
     let shown = poll("kubectl get pusherapps shows the live connections", Duration::from_secs(40), || {
