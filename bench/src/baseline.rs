@@ -23,6 +23,7 @@ pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let app = Router::new()
         .route("/app/{key}", get(upgrade))
         .route("/apps/{id}/events", post(trigger))
+        .route("/apps/{id}/batch_events", post(trigger_batch))
         .with_state(subscribers);
     axum::serve(listener, app).await
 }
@@ -84,9 +85,25 @@ async fn trigger(
     State(subs): State<Subscribers>,
     Json(body): Json<serde_json::Value>,
 ) -> Json<serde_json::Value> {
-    let channel = body["channel"].as_str().unwrap_or_default();
+    deliver(&subs, &body);
+    Json(serde_json::json!({}))
+}
+
+async fn trigger_batch(
+    State(subs): State<Subscribers>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    for event in body["batch"].as_array().into_iter().flatten() {
+        deliver(&subs, event);
+    }
+    Json(serde_json::json!({ "batch": [] }))
+}
+
+/// Sends one event to its channel's subscribers.
+fn deliver(subs: &Subscribers, event: &serde_json::Value) {
+    let channel = event["channel"].as_str().unwrap_or_default();
     let frame =
-        serde_json::json!({ "event": body["name"], "channel": channel, "data": body["data"] }).to_string();
+        serde_json::json!({ "event": event["name"], "channel": channel, "data": event["data"] }).to_string();
     let frame = Utf8Bytes::from(frame);
     if let Ok(mut map) = subs.lock() {
         if let Some(list) = map.get_mut(channel) {
@@ -95,5 +112,4 @@ async fn trigger(
             });
         }
     }
-    Json(serde_json::json!({}))
 }

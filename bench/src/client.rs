@@ -146,9 +146,28 @@ impl Publisher {
         name: &str,
         data: &str,
     ) -> anyhow::Result<std::time::Duration> {
+        let body = serde_json::json!({ "name": name, "channel": channel, "data": data });
+        self.post("events", body.to_string()).await
+    }
+
+    /// `POST /apps/{id}/batch_events`, one event per channel; returns the round-trip time.
+    pub async fn trigger_batch(
+        &self,
+        channels: &[String],
+        name: &str,
+        data: &str,
+    ) -> anyhow::Result<std::time::Duration> {
+        let batch: Vec<_> = channels
+            .iter()
+            .map(|channel| serde_json::json!({ "name": name, "channel": channel, "data": data }))
+            .collect();
+        self.post("batch_events", serde_json::json!({ "batch": batch }).to_string()).await
+    }
+
+    /// A signed POST of `body` to `/apps/{id}/{resource}`.
+    async fn post(&self, resource: &str, body: String) -> anyhow::Result<std::time::Duration> {
         let t = &self.target;
-        let path = format!("/apps/{}/events", t.app_id);
-        let body = serde_json::json!({ "name": name, "channel": channel, "data": data }).to_string();
+        let path = format!("/apps/{}/{resource}", t.app_id);
         let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
         let mut params = vec![
             ("auth_key".to_owned(), t.key.clone()),
@@ -168,7 +187,7 @@ impl Publisher {
             .send()
             .await?;
         if !response.status().is_success() {
-            bail!("trigger answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+            bail!("{resource} answered {}: {}", response.status(), response.text().await.unwrap_or_default());
         }
         Ok(started.elapsed())
     }

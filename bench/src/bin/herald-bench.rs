@@ -77,6 +77,9 @@ enum Scenario {
         /// Bytes of event data.
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Events per request: 1 sends `POST /events`, more `POST /batch_events` (Pusher: ≤ 10).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Join storm on one presence channel.
     Presence {
@@ -145,8 +148,9 @@ async fn main() -> anyhow::Result<()> {
             };
             herald_bench::slow::slow(&target, &o).await
         }
-        Scenario::Api { seconds, channels, size } => {
+        Scenario::Api { seconds, channels, size, batch } => {
             let o = herald_bench::api::Api {
+                batch,
                 concurrency: cli.concurrency,
                 duration: Duration::from_secs(seconds),
                 channels,
