@@ -190,6 +190,8 @@ pub(crate) async fn publish(
 pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     let per = o.subscribers.max(1);
     let channel = move |i: usize| format!("bench-{}", i / per);
+    let rss_before = o.server.rss();
+    let mut rss_peak = None;
     let (sockets, _, connect_errors) =
         open_many(target, 0..o.channels * per, o.concurrency, None, Some(&channel)).await;
     let readers = sockets.len();
@@ -220,6 +222,8 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
         while tally.summary_of(seqs.clone()).delivered < expected && Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Memory under traffic: the largest RSS seen at the end of a step.
+        rss_peak = rss_peak.max(o.server.rss());
         let (cpu_secs, system_secs) = match (cpu_before, o.server.cpu_split()) {
             (Some((u0, s0)), Some((u1, s1))) => (Some(u1 - u0 + s1 - s0), Some(s1 - s0)),
             _ => (None, None),
@@ -259,7 +263,14 @@ pub async fn fanout(target: &Target, o: &Fanout) -> Report {
     for t in tasks {
         let _ = t.await;
     }
-    report(o, per, connect_errors, publish_errors, &steps, max_p99)
+    let mut r = report(o, per, connect_errors, publish_errors, &steps, max_p99);
+    if let (Some(before), Some(peak)) = (rss_before, rss_peak) {
+        r.add("server_rss_before_bytes", before).add("server_rss_under_traffic_bytes", peak).add(
+            "rss_bytes_per_subscriber_under_traffic",
+            peak.saturating_sub(before) as f64 / readers.max(1) as f64,
+        );
+    }
+    r
 }
 
 fn report(
