@@ -6,6 +6,8 @@
 #
 #   bench/run.sh fanout --subscribers 1000 --rate 100 --seconds 10
 #   bench/run.sh idle --connections 5000
+#   bench/run.sh --repeat 5 fanout ...   # five rounds, servers interleaved round by round, then
+#                                        # the median and min–max of each figure per server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
@@ -24,12 +26,18 @@ run_against() { # name, command...
   sleep 0.3
   if ! kill -0 "$pid" 2>/dev/null; then echo "$name did not start (port $port taken?)"; return 0; fi
   taskset -c 1 "$bench" --target 127.0.0.1:$port --server-pid "$pid" \
-    --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" || true
+    --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" | tee "$results/$name.$round" || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 
+repeat=1
+if [ "${1:-}" = "--repeat" ]; then repeat=$2; shift 2; fi
 SCENARIO=("$@")
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+
+one_round() {
 run_against herald "$target_dir/release/herald-server" --bind 127.0.0.1 --port $port --metrics-port 0 \
   --app-id 1 --app-key herald-dev-key --app-secret herald-dev-secret --app-max-presence-members 100000
 run_against baseline "$target_dir/release/herald-baseline" --port $port
@@ -46,4 +54,29 @@ if [ -x "$soketi" ]; then
   SOKETI_PORT=$port SOKETI_DEFAULT_APP_ID=1 SOKETI_DEFAULT_APP_KEY=herald-dev-key \
     SOKETI_DEFAULT_APP_SECRET=herald-dev-secret SOKETI_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=100000 \
     run_against soketi "$soketi" start
+fi
+}
+
+for round in $(seq "$repeat"); do
+  [ "$repeat" -gt 1 ] && echo "#### round $round of $repeat"
+  one_round
+done
+if [ "$repeat" -gt 1 ]; then
+  # Each run's last line is its JSON report: the median and range of every numeric figure.
+  python3 - "$results" "$repeat" <<'PY'
+import json, os, statistics, sys
+results, repeat = sys.argv[1], int(sys.argv[2])
+servers = {}
+for name in sorted(os.listdir(results)):
+    server, _ = name.rsplit(".", 1)
+    lines = [l for l in open(os.path.join(results, name)) if l.startswith("{")]
+    if lines:
+        servers.setdefault(server, []).append(json.loads(lines[-1]))
+print(f"\n#### median [min – max] over {repeat} interleaved rounds")
+for server, runs in servers.items():
+    print(f"== {server} ({len(runs)} runs)")
+    for key in sorted({k for r in runs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}):
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        print(f"  {key:50} {statistics.median(values):>14.3f}  [{min(values):.3f} – {max(values):.3f}]")
+PY
 fi
