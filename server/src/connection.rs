@@ -11,7 +11,7 @@ mod subscribe;
 pub use signin::parse_user_data;
 
 use admission::{admit, new_socket_id, origin_allowed};
-use drain::{drain_moment, drained};
+use drain::drain_moment;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -340,17 +340,35 @@ impl Connection {
                 },
                 Some(frame) = rx.recv() => {
                     // A client that stops reading blocks this write; a close request (slow
-                    // consumer, shutdown) must still get through.
-                    tokio::select! {
-                        written = self.write_queued(socket, frame, &mut rx) => {
-                            if written.is_err() {
-                                return None;
+                    // consumer, shutdown at this socket's drain moment) must still get through.
+                    // The drain moment comes from the loop's one timer: no second `Sleep` in
+                    // every socket's future.
+                    let write = self.write_queued(socket, frame, &mut rx);
+                    tokio::pin!(write);
+                    loop {
+                        tokio::select! {
+                            written = &mut write => {
+                                if written.is_err() {
+                                    return None;
+                                }
+                                break;
                             }
+                            _ = shutdown.cancelled(), if drain_at.is_none() => {
+                                if spread.is_zero() {
+                                    return Some(Ending::Pusher(CloseReason::Reconnect));
+                                }
+                                let at = drain_moment(spread);
+                                drain_at = Some(at);
+                                timer.as_mut().reset(at);
+                            }
+                            () = &mut timer, if drain_at.is_some() => {
+                                match drain_at {
+                                    Some(at) if Instant::now() < at => timer.as_mut().reset(at),
+                                    _ => return Some(Ending::Pusher(CloseReason::Reconnect)),
+                                }
+                            }
+                            reason = control.requested() => return Some(Ending::Pusher(reason)),
                         }
-                        () = drained(&shutdown, drain_at, spread) => {
-                            return Some(Ending::Pusher(CloseReason::Reconnect));
-                        }
-                        reason = control.requested() => return Some(Ending::Pusher(reason)),
                     }
                 }
                 () = &mut timer => {

@@ -3,23 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::time::{sleep_until, Instant};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 /// A random moment of the drain spread, from now.
 pub(super) fn drain_moment(spread: Duration) -> Instant {
     Instant::now() + spread.mul_f64(rand::random::<f64>())
-}
-
-/// Resolves when a socket busy writing should close for shutdown: at its drain moment, or one
-/// drawn when shutdown begins.
-pub(super) async fn drained(shutdown: &CancellationToken, drain_at: Option<Instant>, spread: Duration) {
-    let at = match drain_at {
-        Some(at) => at,
-        None => {
-            shutdown.cancelled().await;
-            drain_moment(spread)
-        }
-    };
-    sleep_until(at).await;
 }
