@@ -340,9 +340,8 @@ impl Connection {
                 },
                 Some(frame) = rx.recv() => {
                     // A client that stops reading blocks this write; a close request (slow
-                    // consumer, shutdown at this socket's drain moment) must still get through.
-                    // The drain moment comes from the loop's one timer: no second `Sleep` in
-                    // every socket's future.
+                    // consumer, shutdown at this socket's drain moment — from the loop's one
+                    // timer: no second `Sleep` in every socket's future) must still get through.
                     let write = self.write_queued(socket, frame, &mut rx);
                     tokio::pin!(write);
                     loop {
