@@ -35,6 +35,17 @@ fn the_chart_the_operator_and_the_server_run_as_pods_on_a_real_node() {
     the_operator_pod_replaced_resumes_and_restores_a_deleted_service(&node);
 }
 
+fn operator_rolled_out(node: &KubeNode) {
+    node.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "herald-system",
+        "deployment/herald-operator",
+        "--timeout=90s",
+    ]);
+}
+
 fn clean_up_earlier_run(node: &KubeNode) {
     let _ = node.helm(&["uninstall", "herald-operator", "-n", "herald-system", "--wait"]);
     let _ = node.kubectl(&["delete", "namespace", NS, "--wait=true", "--timeout=120s"]);
@@ -69,14 +80,7 @@ fn helm_install_and_test(node: &KubeNode) {
         "120s",
     ]);
     assert!(ok, "helm install: {out}");
-    node.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        "herald-system",
-        "deployment/herald-operator",
-        "--timeout=60s",
-    ]);
+    operator_rolled_out(node);
     let (ok, out) = node.helm(&["test", "herald-operator", "-n", "herald-system", "--timeout", "60s"]);
     assert!(ok && out.contains("Succeeded"), "helm test: {out}");
     println!("scenario 1: operator Ready and helm test passed {:?} after helm install", started.elapsed());
@@ -413,14 +417,7 @@ fn the_operator_pod_replaced_resumes_and_restores_a_deleted_service(node: &KubeN
         "app.kubernetes.io/name=herald-operator",
         "--wait=false",
     ]);
-    node.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        "herald-system",
-        "deployment/herald-operator",
-        "--timeout=90s",
-    ]);
+    operator_rolled_out(node);
     poll("the new operator pod is Ready", Duration::from_secs(60), || {
         let out = node.jsonpath(
             "herald-system",
