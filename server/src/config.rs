@@ -543,7 +543,6 @@ const DRAIN_SPREAD: Duration = Duration::from_secs(5);
 /// arithmetic of timers (a deadline of `now + u64::MAX seconds` panics), so they are refused.
 pub const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Records an error when a duration setting is over [`MAX_TIMER`].
 /// The drain spread: given, or 5 s (at most half the grace) when other nodes take the clients.
 fn drain_spread(errors: &mut Vec<String>, cli: &Cli, file: &ServerFile, s: &Settings) -> Duration {
     let default = match s.cluster {
@@ -562,6 +561,7 @@ fn drain_spread(errors: &mut Vec<String>, cli: &Cli, file: &ServerFile, s: &Sett
     spread
 }
 
+/// Records an error when a duration setting is over [`MAX_TIMER`].
 fn check_timer(errors: &mut Vec<String>, name: &str, value: Duration) {
     if value > MAX_TIMER {
         errors.push(format!("{name}: must be at most {} seconds (one year)", MAX_TIMER.as_secs()));
