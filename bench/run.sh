@@ -8,6 +8,9 @@
 #   bench/run.sh idle --connections 5000
 #   bench/run.sh --repeat 5 fanout ...   # five rounds, servers interleaved round by round, then
 #                                        # the median and min–max of each figure per server
+#   bench/run.sh --repeat 3 idle --connections 5000 + connect --connections 15000 + fanout ...
+#                                        # several scenarios (separated by `+`), each against a
+#                                        # fresh server, all in every round: the headline run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
@@ -26,14 +29,19 @@ run_against() { # name, command...
   sleep 0.3
   if ! kill -0 "$pid" 2>/dev/null; then echo "$name did not start (port $port taken?)"; return 0; fi
   taskset -c 1 "$bench" --target 127.0.0.1:$port --server-pid "$pid" \
-    --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" | tee "$results/$name.$round" || true
+    --app-id 1 --key herald-dev-key --secret herald-dev-secret "${SCENARIO[@]}" | tee "$results/$name.$label.$round" || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 
 repeat=1
 if [ "${1:-}" = "--repeat" ]; then repeat=$2; shift 2; fi
-SCENARIO=("$@")
+# The scenarios, `+` between them, each kept as one line of words.
+scenarios=() current=()
+for arg in "$@"; do
+  if [ "$arg" = + ]; then scenarios+=("${current[*]}"); current=(); else current+=("$arg"); fi
+done
+[ "${#current[@]}" -gt 0 ] && scenarios+=("${current[*]}")
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 
@@ -59,22 +67,27 @@ fi
 
 for round in $(seq "$repeat"); do
   [ "$repeat" -gt 1 ] && echo "#### round $round of $repeat"
-  one_round
+  for index in "${!scenarios[@]}"; do
+    read -r -a SCENARIO <<<"${scenarios[$index]}"
+    label="$((index + 1))-${SCENARIO[0]}"
+    [ "${#scenarios[@]}" -gt 1 ] && echo "### ${SCENARIO[*]}"
+    one_round
+  done
 done
-if [ "$repeat" -gt 1 ]; then
+if [ "$repeat" -gt 1 ] || [ "${#scenarios[@]}" -gt 1 ]; then
   # Each run's last line is its JSON report: the median and range of every numeric figure.
   python3 - "$results" "$repeat" <<'PY'
 import json, os, statistics, sys
 results, repeat = sys.argv[1], int(sys.argv[2])
 servers = {}
 for name in sorted(os.listdir(results)):
-    server, _ = name.rsplit(".", 1)
+    server, scenario, _ = name.rsplit(".", 2)
     lines = [l for l in open(os.path.join(results, name)) if l.startswith("{")]
     if lines:
-        servers.setdefault(server, []).append(json.loads(lines[-1]))
+        servers.setdefault((scenario, server), []).append(json.loads(lines[-1]))
 print(f"\n#### median [min – max] over {repeat} interleaved rounds")
-for server, runs in servers.items():
-    print(f"== {server} ({len(runs)} runs)")
+for (scenario, server), runs in sorted(servers.items()):
+    print(f"== {scenario}: {server} ({len(runs)} runs)")
     for key in sorted({k for r in runs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}):
         values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
         print(f"  {key:50} {statistics.median(values):>14.3f}  [{min(values):.3f} – {max(values):.3f}]")

@@ -10,6 +10,7 @@
 //! | [`client`] | sockets, subscriptions with channel auth, the signed publisher |
 //! | [`scenarios`] | `connect`, `idle`, `presence` |
 //! | [`fanout`] | `fanout`: fixed rate or a ramp to saturation, per-step loss, latency and server CPU |
+//! | [`scale`] | `scale`: one cluster holding more sockets than a process may open, from several generator processes (`hold`) |
 //! | [`slow`] | `slow`: stalled readers under a busy publisher, with an RSS growth bound |
 //! | [`report`] | the human table and the JSON line |
 //! | [`baseline`] | the baseline fan-out server |
@@ -19,6 +20,7 @@ pub mod baseline;
 pub mod client;
 pub mod fanout;
 pub mod report;
+pub mod scale;
 pub mod scenarios;
 pub mod slow;
 pub mod stats;

@@ -127,15 +127,15 @@ pub async fn slow(target: &Target, o: &Slow) -> Report {
     let total = (f64::from(o.rate) * o.duration.as_secs_f64()).ceil() as usize;
     let tally = Arc::new(Tally::new(total, readers.len() as u32));
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Readers' latencies are not asked for (no flush is ever requested).
-    let (_flush_tx, flush_rx) = watch::channel(0usize);
-    let (reading, _) = spawn_readers(readers, &tally, &flush_rx, &stop_rx);
+    // Readers' latencies are not asked for.
+    let latencies = Arc::new(crate::stats::Latencies::new(1));
+    let reading = spawn_readers(readers, &tally, &latencies, &stop_rx);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = o.server.rss().unwrap_or(0);
     let peak = sample_peak(o.server.clone(), stop_rx.clone());
 
     let publisher = Publisher::new(target);
-    let (_, publish_errors) = publish(&publisher, 0..total, o.rate, &[CHANNEL.to_owned()], o.size).await;
+    let (_, publish_errors, _) = publish(&publisher, 0..total, o.rate, &[CHANNEL.to_owned()], o.size).await;
     let expected = total as u64 * tally_readers(&tally);
     let drain_until = Instant::now() + Duration::from_secs(10);
     while tally.summary(total).delivered < expected && Instant::now() < drain_until {

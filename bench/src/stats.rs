@@ -27,6 +27,21 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
+    /// The recorded samples as (µs, count) pairs: how a generator process hands its histogram
+    /// to the one that merges them ([`Latency::from_recorded`]).
+    pub fn recorded(&self) -> Vec<(u64, u64)> {
+        self.0.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+    }
+
+    /// A histogram of (µs, count) pairs from [`Latency::recorded`].
+    pub fn from_recorded(pairs: &[(u64, u64)]) -> Latency {
+        let mut l = Latency::default();
+        for &(us, n) in pairs {
+            l.0.saturating_record_n(us.max(1), n);
+        }
+        l
+    }
+
     /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.0.len()
@@ -41,10 +56,47 @@ impl Latency {
     }
 }
 
+/// Latency histograms many reader tasks share: client `id` records into shard `id % shards`.
+/// One histogram per socket would cost about 140 KB each (1 µs to 60 s at 3 digits): with tens
+/// of thousands of sockets, allocating, zeroing and merging them kept a generator busy for
+/// seconds, and it was the generator that got measured.
+pub struct Latencies(Vec<std::sync::Mutex<Latency>>);
+
+impl Latencies {
+    /// `shards` histograms (at least one).
+    pub fn new(shards: usize) -> Self {
+        Latencies((0..shards.max(1)).map(|_| std::sync::Mutex::default()).collect())
+    }
+
+    /// Records a latency of client `id`.
+    pub fn record_us(&self, id: usize, us: u64) {
+        let shard = &self.0[id % self.0.len()];
+        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_us(us);
+    }
+
+    /// Every shard's samples so far, each shard starting again empty.
+    pub fn take(&self) -> Vec<Latency> {
+        self.0
+            .iter()
+            .map(|s| std::mem::take(&mut *s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+            .collect()
+    }
+
+    /// [`Latencies::take`], merged into one.
+    pub fn take_merged(&self) -> Latency {
+        let mut all = Latency::default();
+        for l in self.take() {
+            all.merge(&l);
+        }
+        all
+    }
+}
+
 /// How many times each published message arrived, against how many it should have.
 pub struct Tally {
     seen: Vec<AtomicU32>,
-    expected_per_message: u32,
+    /// Deliveries due per message, by channel: message `seq` goes to channel `seq % len`.
+    expected: Vec<u32>,
 }
 
 /// What a tally found.
@@ -61,7 +113,15 @@ pub struct TallySummary {
 impl Tally {
     /// A tally for `messages` messages, each due to `expected_per_message` subscribers.
     pub fn new(messages: usize, expected_per_message: u32) -> Self {
-        Tally { seen: (0..messages).map(|_| AtomicU32::new(0)).collect(), expected_per_message }
+        Tally::by_channel(messages, vec![expected_per_message])
+    }
+
+    /// A tally for `messages` messages published round-robin over `expected.len()` channels,
+    /// each due to `expected[channel]` subscribers (a generator process holding part of a
+    /// channel's subscribers expects only its part).
+    pub fn by_channel(messages: usize, expected: Vec<u32>) -> Self {
+        let expected = if expected.is_empty() { vec![0] } else { expected };
+        Tally { seen: (0..messages).map(|_| AtomicU32::new(0)).collect(), expected }
     }
 
     /// Counts one delivery of message `seq` (unknown sequence numbers are ignored).
@@ -71,9 +131,9 @@ impl Tally {
         }
     }
 
-    /// Subscribers each message is due to.
+    /// Subscribers each message is due to (on the first channel).
     pub fn expected_per_message(&self) -> u32 {
-        self.expected_per_message
+        self.expected[0]
     }
 
     /// Totals, counting only the first `published` messages (the rest were never sent).
@@ -84,11 +144,12 @@ impl Tally {
     /// Totals over the messages numbered `seqs`.
     pub fn summary_of(&self, seqs: std::ops::Range<usize>) -> TallySummary {
         let mut s = TallySummary { delivered: 0, lost: 0, duplicated: 0 };
-        for slot in self.seen.iter().take(seqs.end).skip(seqs.start) {
+        for (seq, slot) in self.seen.iter().enumerate().take(seqs.end).skip(seqs.start) {
             let n = slot.load(Ordering::Relaxed);
+            let due = self.expected[seq % self.expected.len()];
             s.delivered += u64::from(n);
-            s.lost += u64::from(self.expected_per_message.saturating_sub(n));
-            s.duplicated += u64::from(n.saturating_sub(self.expected_per_message));
+            s.lost += u64::from(due.saturating_sub(n));
+            s.duplicated += u64::from(n.saturating_sub(due));
         }
         s
     }
@@ -202,6 +263,23 @@ mod tests {
         assert_eq!(l.count(), 1001);
         assert!(l.quantile_ms(1.0) >= 4990.0);
         assert_eq!(Latency::default().quantile_ms(0.99), 0.0);
+        let copy = Latency::from_recorded(&l.recorded());
+        assert_eq!(copy.count(), l.count());
+        assert_eq!(copy.quantile_ms(0.99), l.quantile_ms(0.99));
+        assert_eq!(copy.quantile_ms(1.0), l.quantile_ms(1.0));
+    }
+
+    #[test]
+    fn shared_histograms_keep_each_clients_samples_in_its_shard_until_taken() {
+        let l = Latencies::new(3);
+        l.record_us(0, 1_000);
+        l.record_us(3, 2_000);
+        l.record_us(4, 9_000);
+        let shards = l.take();
+        assert_eq!(shards.iter().map(Latency::count).collect::<Vec<_>>(), [2, 1, 0]);
+        assert_eq!(l.take_merged().count(), 0, "taken: empty again");
+        l.record_us(5, 1_000);
+        assert_eq!(l.take_merged().count(), 1);
     }
 
     #[test]
@@ -214,6 +292,12 @@ mod tests {
         assert_eq!(t.summary(4), TallySummary { delivered: 6, lost: 3, duplicated: 1 });
         assert_eq!(t.summary(3), TallySummary { delivered: 6, lost: 1, duplicated: 1 });
         assert_eq!(t.summary_of(2..4), TallySummary { delivered: 3, lost: 2, duplicated: 1 });
+        // Two channels: even messages due to 2 subscribers, odd ones to 1.
+        let t = Tally::by_channel(4, vec![2, 1]);
+        for seq in [0, 0, 1, 1, 2, 3] {
+            t.record(seq);
+        }
+        assert_eq!(t.summary(4), TallySummary { delivered: 6, lost: 1, duplicated: 1 });
     }
 
     #[test]

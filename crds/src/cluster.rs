@@ -196,14 +196,16 @@ pub struct ManagedRedis {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.topology) || self.topology != 'Sentinel' || has(self.sentinelMaster)",
      "message": "redis.external.sentinelMaster (the monitored master's name) is required with topology Sentinel"},
-    {"rule": "!has(self.topology) || self.topology != 'Sentinel' || (!has(self.caSecretRef) && !has(self.clientCertSecretName))",
-     "message": "redis.external.caSecretRef and clientCertSecretName are not supported with topology Sentinel yet (rediss:// sentinels use the system's roots)"}
+    {"rule": "!has(self.sentinelMaster) || (has(self.topology) && self.topology == 'Sentinel')",
+     "message": "redis.external.sentinelMaster goes with topology Sentinel only"}
 ]))]
 pub struct ExternalRedis {
     /// The Secret (same namespace) holding the URL, e.g. `redis://:password@redis:6379/0`, or
-    /// `rediss://` for TLS; with `Sentinel`, the sentinels' URLs, comma-separated.
+    /// `rediss://` for TLS; with `Sentinel`, the sentinels' URLs, comma-separated; with
+    /// `Cluster`, seed nodes of the Redis Cluster, comma-separated (one is enough).
     pub url_secret_ref: SecretKeyRef,
-    /// `Standalone` (one address, the default) or `Sentinel`.
+    /// `Standalone` (one address, the default), `Sentinel` or `Cluster` (Redis Cluster, e.g.
+    /// ElastiCache with cluster mode enabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<RedisTopology>,
     /// The master name the sentinels monitor (topology `Sentinel`).
@@ -227,6 +229,8 @@ pub enum RedisTopology {
     Standalone,
     /// Sentinels that name the primary.
     Sentinel,
+    /// A Redis Cluster: keys and sharded pub/sub spread over its primaries.
+    Cluster,
 }
 
 /// TLS on the servers' own port.

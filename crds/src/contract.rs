@@ -83,7 +83,8 @@ pub struct ServerFile {
     /// Prefix of every Redis key and channel ([`keys::prefix`] for operator-run clusters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_prefix: Option<String>,
-    /// `standalone` (one Redis, the default) or `sentinel` (`redis_url` lists the sentinels).
+    /// `standalone` (one Redis, the default), `sentinel` (`redis_url` lists the sentinels) or
+    /// `cluster` (`redis_url` lists seed nodes of a Redis Cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_mode: Option<String>,
     /// The master name the sentinels monitor (`redis_mode = "sentinel"`).

@@ -116,12 +116,22 @@ fn a_sentinel_redis_needs_its_master_name() {
 }
 
 #[test]
-fn a_private_ca_with_sentinel_is_refused_until_supported() {
+fn a_private_ca_works_with_every_topology_and_a_master_name_only_with_sentinel() {
+    for topology in ["Standalone", "Sentinel", "Cluster"] {
+        let master = (topology == "Sentinel").then_some("m");
+        let c = cluster(serde_json::json!({
+            "redis": { "mode": "External", "external": {
+                "urlSecretRef": { "name": "s" }, "topology": topology, "sentinelMaster": master,
+                "caSecretRef": { "name": "ca" }, "clientCertSecretName": "client"
+            } }
+        }));
+        assert!(c.validate_cel().is_ok(), "{topology}: {:?}", c.validate_cel());
+    }
     let c = cluster(serde_json::json!({
         "redis": { "mode": "External", "external": {
-            "urlSecretRef": { "name": "s" }, "topology": "Sentinel", "sentinelMaster": "m", "caSecretRef": { "name": "ca" }
+            "urlSecretRef": { "name": "s" }, "topology": "Cluster", "sentinelMaster": "m"
         } }
     }));
-    let err = c.validate_cel().expect_err("refused");
-    assert!(err.to_string().contains("not supported with topology Sentinel"), "{err}");
+    let err = c.validate_cel().expect_err("a master name without Sentinel is refused");
+    assert!(err.to_string().contains("sentinelMaster goes with topology Sentinel"), "{err}");
 }

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps::{App, AppStore};
-use crate::cluster::{Announcement, ChannelState, Cluster, FanOut, Origin, Transition, Users, Window};
+use crate::cluster::{
+    Announcement, ChannelState, Cluster, FanOut, MemberSeq, Origin, Transition, Users, Window,
+};
 use crate::protocol::frames;
 use crate::subscription_count::{Decision, SubscriptionCounts};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -105,15 +107,15 @@ impl Announcer {
                 Transition::Vacated { channel, window } => {
                     self.held_webhook(app, window, WebhookEvent::ChannelVacated { channel });
                 }
-                Transition::MemberAdded { channel, member, webhook } => {
+                Transition::MemberAdded { channel, member, webhook, seq } => {
                     let frame = frames::member_added(&channel, member.as_ref());
-                    self.to_channel(app_id, &channel, frame, origin).await;
+                    self.member_event(app_id, &channel, frame, origin, seq).await;
                     if webhook {
                         let user_id = member.user_id.to_string();
                         self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
                     }
                 }
-                Transition::MemberRemoved { channel, user_id, window } => {
+                Transition::MemberRemoved { channel, user_id, window, seq } => {
                     // Webhook first, then the frame: the order the socket path always had.
                     let event = WebhookEvent::MemberRemoved {
                         channel: channel.clone(),
@@ -126,7 +128,7 @@ impl Announcer {
                         Origin::Socket(_) => &Origin::Cleanup,
                         other => other,
                     };
-                    self.to_channel(app_id, &channel, frame, origin).await;
+                    self.member_event(app_id, &channel, frame, origin, seq).await;
                 }
                 Transition::SubscriptionCount { channel, count } => {
                     if let Some(app) =
@@ -177,14 +179,24 @@ impl Announcer {
         });
     }
 
-    async fn to_channel(&self, app_id: &str, channel: &str, frame: String, origin: &Origin) {
+    /// A `member_added` / `member_removed` frame to the channel, numbered `seq` in the app's
+    /// member sequence (subscribers whose member list showed the change skip it).
+    async fn member_event(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: String,
+        origin: &Origin,
+        seq: MemberSeq,
+    ) {
         let frame = Utf8Bytes::from(frame);
         match origin {
             // The frames went out when the change happened; only the webhooks were left.
             Origin::Takeover => {}
             Origin::Rejoin => self.fanout.publish_elsewhere(app_id, channel, frame).await,
             _ => {
-                if let Err(e) = self.fanout.publish(app_id, channel, frame, origin.except()).await {
+                if let Err(e) = self.fanout.publish_member(app_id, channel, frame, origin.except(), seq).await
+                {
                     // The node degrades; its resync republishes the state this frame told of.
                     tracing::debug!(app_id, channel, error = %e, "transition frame not sent to every node");
                 }

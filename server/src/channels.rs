@@ -3,6 +3,10 @@
 //! it. Sharded maps (`DashMap`) keep a busy channel from blocking subscribes on others; no lock
 //! here is ever held across an `.await` (every method is synchronous).
 
+mod member;
+
+pub use member::{ChannelDataError, Member, MemberSeq, PENDING};
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,90 +16,18 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::value::RawValue;
 
 use crate::metrics::{AppLabel, Metrics};
 use crate::outbox::{Delivery, Outbox};
-use crate::protocol::frames::MemberRef;
-
-/// A presence member: user id and the `user_info` JSON exactly as signed. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// User id (numeric ids kept as their decimal string).
-    pub user_id: Arc<str>,
-    /// Raw `user_info` JSON.
-    pub user_info: Option<Arc<RawValue>>,
-}
-
-impl PartialEq for Member {
-    fn eq(&self, other: &Self) -> bool {
-        self.user_id == other.user_id
-            && self.user_info.as_ref().map(|i| i.get()) == other.user_info.as_ref().map(|i| i.get())
-    }
-}
-
-/// Why a presence `channel_data` was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ChannelDataError {
-    /// Not a JSON object with a usable `user_id`.
-    #[error("channel_data must be a JSON object with a non-empty string or numeric user_id ({0})")]
-    Invalid(String),
-    /// `user_id` over the app's limit.
-    #[error("user_id is longer than {max} characters")]
-    UserIdTooLong {
-        /// The limit.
-        max: usize,
-    },
-    /// `user_info` over the app's limit.
-    #[error("user_info is {size} bytes; the limit is {max} bytes")]
-    InfoTooLarge {
-        /// Its size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-}
-
-#[derive(serde::Deserialize)]
-struct ChannelData<'a> {
-    user_id: serde_json::Value,
-    #[serde(default, borrow)]
-    user_info: Option<&'a RawValue>,
-}
-
-impl Member {
-    /// Parses the `channel_data` a presence subscriber signed: `{"user_id": string | number,
-    /// "user_info": any}`, within the app's limits. Numeric ids become their decimal string.
-    pub fn from_channel_data(raw: &str, limits: &crate::apps::Limits) -> Result<Member, ChannelDataError> {
-        let data: ChannelData =
-            serde_json::from_str(raw).map_err(|e| ChannelDataError::Invalid(e.to_string()))?;
-        let user_id: Arc<str> = match &data.user_id {
-            serde_json::Value::String(s) if !s.is_empty() => s.as_str().into(),
-            serde_json::Value::Number(n) => n.to_string().into(),
-            _ => return Err(ChannelDataError::Invalid("user_id".into())),
-        };
-        if user_id.len() > limits.max_user_id_length {
-            return Err(ChannelDataError::UserIdTooLong { max: limits.max_user_id_length });
-        }
-        let size = data.user_info.map_or(0, |i| i.get().len());
-        if size > limits.max_presence_member_size {
-            return Err(ChannelDataError::InfoTooLarge { size, max: limits.max_presence_member_size });
-        }
-        let user_info = data.user_info.map(|i| Arc::<RawValue>::from(i.to_owned()));
-        Ok(Member { user_id, user_info })
-    }
-
-    /// Borrowed form for frame building.
-    pub fn as_ref(&self) -> MemberRef<'_> {
-        MemberRef { user_id: &self.user_id, user_info: self.user_info.as_deref() }
-    }
-}
 
 #[derive(Debug)]
 struct Subscription {
     outbox: Outbox,
     /// The presence user this socket joined as.
     user_id: Option<Arc<str>>,
+    /// The member sequence of the member list the socket was given: member events numbered up
+    /// to it are in that list already.
+    seen: MemberSeq,
 }
 
 #[derive(Debug)]
@@ -109,6 +41,9 @@ struct LocalMember {
 struct Channel {
     subscribers: HashMap<Arc<str>, Subscription>,
     members: HashMap<Arc<str>, LocalMember>,
+    /// Member events held for subscribers whose member list is still being read ([`PENDING`]):
+    /// socket, the event's number, the frame.
+    held: Vec<(Arc<str>, MemberSeq, Utf8Bytes)>,
 }
 
 /// Sockets keyed by socket id.
@@ -267,6 +202,20 @@ impl Registry {
         member: Option<Member>,
         max_members: usize,
     ) -> Result<Added, AddError> {
+        self.add_seen(app_id, channel, outbox, member, max_members, 0)
+    }
+
+    /// [`Registry::add`] for a socket given a member list with sequence `seen` (see
+    /// [`Registry::broadcast_member`]).
+    pub fn add_seen(
+        &self,
+        app_id: &str,
+        channel: &str,
+        outbox: Outbox,
+        member: Option<Member>,
+        max_members: usize,
+        seen: MemberSeq,
+    ) -> Result<Added, AddError> {
         let app = self.app(app_id);
         let mut entry = match app.channels.entry(channel.to_owned()) {
             Entry::Occupied(e) => e.into_ref(),
@@ -303,7 +252,7 @@ impl Registry {
             }
             None => None,
         };
-        ch.subscribers.insert(outbox.socket_id().clone(), Subscription { outbox, user_id });
+        ch.subscribers.insert(outbox.socket_id().clone(), Subscription { outbox, user_id, seen });
         Ok(Added { subscriptions: ch.subscribers.len(), member_added })
     }
 
@@ -319,6 +268,9 @@ impl Registry {
             let Some(sub) = ch.subscribers.remove(socket_id) else {
                 return Removed { subscriptions: ch.subscribers.len(), ..Removed::default() };
             };
+            if sub.seen == PENDING {
+                ch.held.retain(|(id, _, _)| &**id != socket_id);
+            }
             let mut member_removed = None;
             if let Some(user_id) = &sub.user_id {
                 if let Some(m) = ch.members.get_mut(user_id) {
@@ -367,6 +319,61 @@ impl Registry {
             }
         }
         delivered
+    }
+
+    /// [`Registry::broadcast`] for a `member_added` / `member_removed` frame numbered `seq` in the
+    /// app's member sequence: a subscriber whose member list already showed the change skips it,
+    /// one whose list is still being read ([`PENDING`]) has it held until
+    /// [`Registry::members_seen`]. Returns how many got it now.
+    pub fn broadcast_member(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: &Utf8Bytes,
+        except: Option<&str>,
+        seq: MemberSeq,
+    ) -> usize {
+        if seq == 0 {
+            return self.broadcast(app_id, channel, frame, except);
+        }
+        let Some(app) = self.existing(app_id) else {
+            return 0;
+        };
+        let Some(mut ch) = app.channels.get_mut(channel) else {
+            return 0;
+        };
+        let Channel { subscribers, held, .. } = &mut *ch;
+        let mut delivered = 0;
+        for (socket_id, sub) in subscribers.iter() {
+            if except == Some(&**socket_id) {
+                continue;
+            }
+            if sub.seen == PENDING {
+                held.push((socket_id.clone(), seq, frame.clone()));
+            } else if sub.seen < seq && sub.outbox.deliver(frame) == Delivery::Queued {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// The member list given to a socket added as [`PENDING`] was read at `seen`: the member
+    /// events held for it that the list does not show are queued, in the order they came.
+    pub fn members_seen(&self, app_id: &str, channel: &str, socket_id: &str, seen: MemberSeq) {
+        let Some(app) = self.existing(app_id) else { return };
+        let Some(mut ch) = app.channels.get_mut(channel) else { return };
+        let Channel { subscribers, held, .. } = &mut *ch;
+        let Some(sub) = subscribers.get_mut(socket_id) else { return };
+        sub.seen = seen;
+        held.retain(|(id, seq, frame)| {
+            if &**id != socket_id {
+                return true;
+            }
+            if *seq > seen {
+                sub.outbox.deliver(frame);
+            }
+            false
+        });
     }
 
     /// Local counts of a channel.
@@ -512,76 +519,4 @@ fn close_subscribers(app: &AppChannels, reason: crate::protocol::CloseReason) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(id: &str) -> Member {
-        Member { user_id: id.into(), user_info: None }
-    }
-
-    fn outbox(id: &str) -> Outbox {
-        Outbox::new(id.into(), 8).0
-    }
-
-    #[test]
-    fn a_user_with_two_sockets_is_added_once_and_removed_with_the_last_socket() {
-        let r = Registry::default();
-        let a = r.add("1", "presence-x", outbox("1.1"), Some(member("u")), 100).unwrap();
-        assert!(a.member_added);
-        let b = r.add("1", "presence-x", outbox("1.2"), Some(member("u")), 100).unwrap();
-        assert!(!b.member_added);
-        assert_eq!(r.stats("1", "presence-x"), LocalStats { subscriptions: 2, users: 1 });
-        assert_eq!(r.remove("1", "presence-x", "1.1").member_removed, None);
-        assert_eq!(r.remove("1", "presence-x", "1.2").member_removed.as_deref(), Some("u"));
-        assert!(r.channels("1", None).is_empty());
-    }
-
-    #[test]
-    fn a_full_presence_channel_refuses_new_users_but_not_more_sockets_of_members() {
-        let r = Registry::default();
-        r.add("1", "presence-x", outbox("1.1"), Some(member("a")), 1).unwrap();
-        assert_eq!(
-            r.add("1", "presence-x", outbox("1.2"), Some(member("b")), 1),
-            Err(AddError::PresenceFull { max: 1 })
-        );
-        assert!(r.add("1", "presence-x", outbox("1.3"), Some(member("a")), 1).is_ok());
-    }
-
-    #[test]
-    fn broadcast_skips_the_excluded_socket_and_other_apps() {
-        let r = Registry::default();
-        let (a, mut rx_a, _) = Outbox::new("1.1".into(), 8);
-        let (b, mut rx_b, _) = Outbox::new("1.2".into(), 8);
-        r.add("1", "chat", a, None, 100).unwrap();
-        r.add("1", "chat", b, None, 100).unwrap();
-        let frame = Utf8Bytes::from_static("hi");
-        assert_eq!(r.broadcast("1", "chat", &frame, Some("1.1")), 1);
-        assert_eq!(r.broadcast("2", "chat", &frame, None), 0);
-        assert!(rx_a.try_recv().is_none());
-        assert_eq!(rx_b.try_recv().as_deref(), Some("hi"));
-    }
-
-    #[test]
-    fn a_user_is_online_from_the_first_sign_in_to_the_last_sign_out() {
-        let r = Registry::default();
-        let user: Arc<str> = "u".into();
-        assert!(r.sign_in("1", &user, outbox("1.1")));
-        assert!(!r.sign_in("1", &user, outbox("1.2")));
-        assert!(!r.sign_out("1", "u", "1.1"));
-        assert!(r.is_signed_in("1", "u"));
-        assert!(r.sign_out("1", "u", "1.2"));
-        assert!(!r.is_signed_in("1", "u"));
-        assert!(!r.sign_out("1", "u", "1.2"), "signing out twice is not a second transition");
-    }
-
-    #[test]
-    fn connection_limit_admits_up_to_the_quota() {
-        let r = Registry::default();
-        assert!(r.connection_opened("1", Some(2)));
-        assert!(r.connection_opened("1", Some(2)));
-        assert!(!r.connection_opened("1", Some(2)));
-        r.connection_closed("1");
-        assert!(r.connection_opened("1", Some(2)));
-        assert_eq!(r.connections("1"), 2);
-    }
-}
+mod tests;

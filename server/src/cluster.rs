@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::channels::MemberSeq;
 use crate::channels::{AddError, LocalStats, Member, Registry};
 use crate::outbox::Outbox;
 
@@ -59,6 +60,8 @@ pub enum Transition {
         /// Whether `member_added` is a webhook (see [`Transition::Occupied`]); the frame goes to
         /// the channel either way.
         webhook: bool,
+        /// The change's number in the app's member sequence ([`MemberSeq`]).
+        seq: MemberSeq,
     },
     /// A user's last socket anywhere left a presence channel.
     MemberRemoved {
@@ -68,6 +71,8 @@ pub enum Transition {
         user_id: Arc<str>,
         /// How its `member_removed` webhook waits out the window.
         window: Window,
+        /// The change's number in the app's member sequence ([`MemberSeq`]).
+        seq: MemberSeq,
     },
     /// A socket subscribed to or unsubscribed from a channel: its cluster-wide count now.
     SubscriptionCount {
@@ -188,6 +193,17 @@ pub type AnnounceSender = mpsc::UnboundedSender<Announcement>;
 /// A join refused: the presence channel is at its member limit.
 pub type PresenceFull = AddError;
 
+/// What a join did: its transitions, and on a presence channel the member list to give the
+/// joining socket, read in the same step as the join — so that list and the member events the
+/// socket hears after it tell of each member once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// What changed, in announcement order.
+    pub transitions: Vec<Transition>,
+    /// The members, on a presence channel.
+    pub members: Option<Vec<Member>>,
+}
+
 /// Cluster-wide counts of one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelStats {
@@ -224,8 +240,37 @@ pub trait FanOut: Send + Sync + 'static {
         frame: Utf8Bytes,
         except: Option<&str>,
     ) -> Result<(), FanOutError>;
+    /// [`FanOut::publish`] for a presence member event numbered `seq` in the app's member
+    /// sequence: a subscriber whose member list already showed the change does not get it.
+    async fn publish_member(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+        _seq: MemberSeq,
+    ) -> Result<(), FanOutError> {
+        self.publish(app_id, channel, frame, except).await
+    }
     /// Delivers a frame to the channel's subscribers on the other nodes only.
     async fn publish_elsewhere(&self, _app_id: &str, _channel: &str, _frame: Utf8Bytes) {}
+    /// [`FanOut::publish`] for several frames, in order (a trigger to many channels, a batch):
+    /// one round trip to the other nodes where the backend can.
+    async fn publish_all(&self, app_id: &str, frames: Vec<Outgoing>) -> Result<(), FanOutError> {
+        for out in frames {
+            self.publish(app_id, &out.channel, out.frame, out.except.as_deref()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One frame for [`FanOut::publish_all`].
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub channel: String,
+    pub frame: Utf8Bytes,
+    /// The socket that must not get it (the event's `socket_id`).
+    pub except: Option<String>,
 }
 
 /// Connections, subscriptions and presence members: what is counted cluster-wide.
@@ -236,7 +281,8 @@ pub trait ChannelState: Send + Sync + 'static {
     /// Forgets a connection admitted by [`ChannelState::connect`].
     async fn disconnect(&self, app_id: &str);
     /// Subscribes a socket (and presence member) to a channel: occupied, member added and the
-    /// subscription count, in that order. Joining twice changes nothing.
+    /// subscription count, in that order, and the members it is to be given. Joining twice
+    /// changes nothing.
     async fn join(
         &self,
         app_id: &str,
@@ -244,7 +290,7 @@ pub trait ChannelState: Send + Sync + 'static {
         outbox: Outbox,
         member: Option<Member>,
         max_members: usize,
-    ) -> Result<Vec<Transition>, PresenceFull>;
+    ) -> Result<Joined, PresenceFull>;
     /// Unsubscribes a socket from a channel: vacated, the subscription count and member removed,
     /// in that order; nothing when the socket was not subscribed.
     async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Vec<Transition>;
@@ -300,6 +346,11 @@ pub trait Health: Send + Sync + 'static {
     /// operations fall back to this node alone, `/readyz` fails and the HTTP API answers 503.
     fn healthy(&self) -> bool {
         true
+    }
+    /// What `/readyz` answers: [`Health::healthy`], confirmed with the backend where that can
+    /// have changed unnoticed (a Redis restarted empty between two lease renewals).
+    async fn ready(&self) -> bool {
+        self.healthy()
     }
     /// Graceful shutdown, after every socket left: release what this node holds at once.
     async fn shutdown(&self) {}

@@ -33,7 +33,7 @@ use crate::apps::{App, QuotaCode};
 use crate::cluster::Origin;
 use crate::console_log::LogEntry;
 use crate::metrics::{AppLabel, CloseLabels};
-use crate::outbox::{Control, Inbox, Outbox};
+use crate::outbox::{Inbox, Outbox};
 use crate::protocol::frames;
 use crate::protocol::{parse_channel, ClientMessage, CloseReason, CLIENT_EVENT_RATE_LIMITED};
 use crate::ratelimit::{Bucket, Window};
@@ -126,7 +126,8 @@ async fn run_socket(mut socket: Box<WebSocket>, state: ServerState, admitted: Re
     async move {
         let label = AppLabel::new(&app.id);
         state.metrics.new_connections.get_or_create(&label).inc();
-        let (outbox, rx, control) = Outbox::new(socket_id.clone(), state.settings.max_queued_messages);
+        let (outbox, rx) = Outbox::new(socket_id.clone(), state.settings.max_queued_messages);
+        let control = outbox.clone();
         let mut conn = Connection {
             counters: Counters::new(&state, &label),
             state: state.clone(),
@@ -280,7 +281,7 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, socket: &mut WebSocket, mut rx: Inbox, control: &Control) -> Option<Ending> {
+    async fn run(&mut self, socket: &mut WebSocket, mut rx: Inbox, control: &Outbox) -> Option<Ending> {
         let established =
             frames::connection_established(&self.socket_id, self.state.settings.activity_timeout.as_secs());
         if self.send(socket, established).await.is_err() {
@@ -291,8 +292,7 @@ impl Connection {
         let mut last_seen = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         let shutdown = self.state.shutdown.clone();
-        // When shutdown began, the moment this socket closes with 4200: a random point of the
-        // drain spread, so the clients of a stopping node do not reconnect all at once.
+        // In a shutdown, when this socket closes with 4200: spread so clients reconnect over time.
         let mut drain_at: Option<Instant> = None;
         let spread = self.state.settings.drain_spread;
         // One timer for every deadline (ping / pong, signing in, draining), kept across

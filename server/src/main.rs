@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         // Colour only on a terminal: container logs (kubectl logs, collectors) get plain text.
         .with_ansi(std::io::stderr().is_terminal())
@@ -172,4 +172,17 @@ fn print_banner(config: &Config, addr: SocketAddr, ops: SocketAddr) {
 fn base64_dev_key() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(herald_server::dev_auth::DEV_ENCRYPTION_MASTER_KEY)
+}
+
+/// `HERALD_LOG` (default `info`). The Redis client's own log is off unless asked for
+/// (`redis=debug`): while Redis is away it repeats every reconnect attempt, and Herald reports
+/// the outage itself, once (a warning, `herald_redis_errors_total`, `/readyz`).
+fn log_filter() -> EnvFilter {
+    let asked = std::env::var("HERALD_LOG").ok().filter(|f| !f.trim().is_empty());
+    let filter = asked.clone().unwrap_or_else(|| "info".to_owned());
+    let quiet = if filter.contains("redis=") { filter } else { format!("{filter},redis=off") };
+    EnvFilter::try_new(&quiet).unwrap_or_else(|e| {
+        eprintln!("herald-server: HERALD_LOG {asked:?} is not a valid filter ({e}); logging at info");
+        EnvFilter::new("info,redis=off")
+    })
 }

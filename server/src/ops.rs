@@ -41,7 +41,7 @@ async fn metrics_handler(State(s): State<OpsState>) -> impl IntoResponse {
 async fn ready_handler(State(s): State<OpsState>) -> impl IntoResponse {
     if s.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if !s.health.healthy() {
+    } else if !s.health.ready().await {
         (StatusCode::SERVICE_UNAVAILABLE, "cluster backend unavailable: serving local sockets only\n")
     } else {
         (StatusCode::OK, "ready\n")

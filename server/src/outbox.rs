@@ -14,21 +14,24 @@ use tokio::sync::Notify;
 
 use crate::protocol::CloseReason;
 
-/// Sender half of a socket: cheap to clone, never blocks.
+/// Sender half of a socket: cheap to clone (one pointer: the registry holds one per
+/// subscription), never blocks.
 #[derive(Clone, Debug)]
-pub struct Outbox {
-    socket_id: Arc<str>,
-    queue: Arc<Queue>,
-    control: Arc<Control>,
-}
+pub struct Outbox(Arc<Shared>);
 
-/// The frames waiting for one socket.
+/// What the senders and the connection task share: one allocation per socket.
 #[derive(Debug)]
-struct Queue {
+struct Shared {
+    socket_id: Arc<str>,
+    /// The frames waiting for the socket.
     frames: Mutex<Frames>,
     /// Woken when a frame is queued (a permit is kept when the reader is not waiting).
     ready: Notify,
     capacity: usize,
+    /// Why the socket is to be closed; the first reason wins.
+    close: OnceLock<CloseReason>,
+    /// Woken when a close is requested.
+    closing: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +41,7 @@ struct Frames {
     closed: bool,
 }
 
-impl Queue {
+impl Shared {
     fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
         // A panic while holding this lock leaves a plain VecDeque: still usable.
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
@@ -48,7 +51,7 @@ impl Queue {
 /// Receiving half, held by the connection task.
 #[derive(Debug)]
 pub struct Inbox {
-    queue: Arc<Queue>,
+    shared: Arc<Shared>,
 }
 
 /// Capacity an emptied queue may keep; a burst's larger buffer is given back.
@@ -61,13 +64,13 @@ impl Inbox {
             if let Some(frame) = self.try_recv() {
                 return Some(frame);
             }
-            self.queue.ready.notified().await;
+            self.shared.ready.notified().await;
         }
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let mut frames = self.queue.frames();
+        let mut frames = self.shared.frames();
         let frame = frames.queued.pop_front();
         if frame.is_none() && frames.queued.capacity() > KEEP_CAPACITY {
             frames.queued.shrink_to(KEEP_CAPACITY);
@@ -78,36 +81,9 @@ impl Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        let mut frames = self.queue.frames();
+        let mut frames = self.shared.frames();
         frames.closed = true;
         frames.queued = VecDeque::new();
-    }
-}
-
-/// Asks a connection task to close its socket with a reason. The first reason wins.
-#[derive(Debug, Default)]
-pub struct Control {
-    reason: OnceLock<CloseReason>,
-    notify: Notify,
-}
-
-impl Control {
-    /// Requests a close; later requests are ignored.
-    pub fn close(&self, reason: CloseReason) {
-        if self.reason.set(reason).is_ok() {
-            // notify_one keeps a permit when the task is not waiting yet, so no request is lost.
-            self.notify.notify_one();
-        }
-    }
-
-    /// Resolves with the reason once a close was requested.
-    pub async fn requested(&self) -> CloseReason {
-        loop {
-            if let Some(reason) = self.reason.get() {
-                return *reason;
-            }
-            self.notify.notified().await;
-        }
     }
 }
 
@@ -124,43 +100,59 @@ pub enum Delivery {
 
 impl Outbox {
     /// A new outbox with room for `capacity` frames, and the receiver for the connection task.
-    pub fn new(socket_id: Arc<str>, capacity: usize) -> (Self, Inbox, Arc<Control>) {
-        let queue = Arc::new(Queue {
+    pub fn new(socket_id: Arc<str>, capacity: usize) -> (Self, Inbox) {
+        let shared = Arc::new(Shared {
+            socket_id,
             frames: Mutex::new(Frames::default()),
             ready: Notify::new(),
             capacity: capacity.max(1),
+            close: OnceLock::new(),
+            closing: Notify::new(),
         });
-        let control = Arc::new(Control::default());
-        (Outbox { socket_id, queue: queue.clone(), control: control.clone() }, Inbox { queue }, control)
+        (Outbox(shared.clone()), Inbox { shared })
     }
 
     /// The socket id this outbox writes to.
     pub fn socket_id(&self) -> &Arc<str> {
-        &self.socket_id
+        &self.0.socket_id
     }
 
     /// Queues a shared frame without waiting. A full queue means the client does not read fast
     /// enough: it is disconnected rather than allowed to grow server memory.
     pub fn deliver(&self, frame: &Utf8Bytes) -> Delivery {
         {
-            let mut frames = self.queue.frames();
+            let mut frames = self.0.frames();
             if frames.closed {
                 return Delivery::Closed;
             }
-            if frames.queued.len() >= self.queue.capacity {
+            if frames.queued.len() >= self.0.capacity {
                 drop(frames);
-                self.control.close(CloseReason::OverCapacity);
+                self.close(CloseReason::OverCapacity);
                 return Delivery::SlowConsumer;
             }
             frames.queued.push_back(frame.clone());
         }
-        self.queue.ready.notify_one();
+        self.0.ready.notify_one();
         Delivery::Queued
     }
 
-    /// Closes the socket with `reason` (terminate, app disabled, shutdown).
+    /// Asks the connection task to close the socket with `reason` (terminate, app disabled,
+    /// shutdown, a slow consumer); later requests are ignored.
     pub fn close(&self, reason: CloseReason) {
-        self.control.close(reason);
+        if self.0.close.set(reason).is_ok() {
+            // notify_one keeps a permit when the task is not waiting yet, so no request is lost.
+            self.0.closing.notify_one();
+        }
+    }
+
+    /// Resolves with the reason once a close was requested (for the connection task).
+    pub async fn requested(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.0.close.get() {
+                return *reason;
+            }
+            self.0.closing.notified().await;
+        }
     }
 }
 
@@ -170,12 +162,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_closes_the_socket_with_over_capacity() {
-        let (outbox, mut rx, control) = Outbox::new("1.1".into(), 2);
+        let (outbox, mut rx) = Outbox::new("1.1".into(), 2);
         let frame = Utf8Bytes::from_static("x");
         assert_eq!(outbox.deliver(&frame), Delivery::Queued);
         assert_eq!(outbox.deliver(&frame), Delivery::Queued);
         assert_eq!(outbox.deliver(&frame), Delivery::SlowConsumer);
-        assert_eq!(control.requested().await, CloseReason::OverCapacity);
+        assert_eq!(outbox.requested().await, CloseReason::OverCapacity);
         assert_eq!(rx.recv().await.as_deref(), Some("x"));
         drop(rx);
         assert_eq!(outbox.deliver(&frame), Delivery::Closed);
@@ -183,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_arrive_in_order_and_a_waiting_reader_is_woken() {
-        let (outbox, mut rx, _) = Outbox::new("1.1".into(), 100);
+        let (outbox, mut rx) = Outbox::new("1.1".into(), 100);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             while got.len() < 50 {
@@ -204,20 +196,20 @@ mod tests {
 
     #[test]
     fn an_emptied_queue_gives_its_burst_buffer_back() {
-        let (outbox, mut rx, _) = Outbox::new("1.1".into(), 1000);
+        let (outbox, mut rx) = Outbox::new("1.1".into(), 1000);
         for _ in 0..500 {
             outbox.deliver(&Utf8Bytes::from_static("x"));
         }
-        assert!(outbox.queue.frames().queued.capacity() >= 500);
+        assert!(outbox.0.frames().queued.capacity() >= 500);
         while rx.try_recv().is_some() {}
-        assert!(outbox.queue.frames().queued.capacity() <= KEEP_CAPACITY);
+        assert!(outbox.0.frames().queued.capacity() <= KEEP_CAPACITY);
     }
 
     #[tokio::test]
     async fn the_first_close_reason_wins() {
-        let (outbox, _rx, control) = Outbox::new("1.1".into(), 1);
+        let (outbox, _rx) = Outbox::new("1.1".into(), 1);
         outbox.close(CloseReason::Reconnect);
         outbox.close(CloseReason::Unauthorized);
-        assert_eq!(control.requested().await, CloseReason::Reconnect);
+        assert_eq!(outbox.requested().await, CloseReason::Reconnect);
     }
 }

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::apps::App;
-use crate::cluster::{Cache, ChannelState, Cluster, FanOut, FanOutError};
+use crate::cluster::{Cache, ChannelState, Cluster, FanOut, FanOutError, Outgoing};
 use crate::console_log::{ConsoleLog, LogEntry};
 use crate::metrics::{AppLabel, Metrics};
 use crate::protocol::{frames, is_socket_id, parse_channel, ChannelKind, ChannelName, ChannelNameError};
@@ -264,9 +264,15 @@ impl Publisher {
             .collect::<Result<Vec<_>, _>>();
         let events = self.check(app, events)?;
         self.check_rate(app, events.len())?;
+        // Every event's frames go out together (one round trip to the other nodes), in order.
+        let mut frames = Vec::new();
+        for event in &events {
+            frames.extend(self.frames(app, event).await);
+        }
+        self.fanout.publish_all(&app.id, frames).await?;
         let mut results = Vec::with_capacity(events.len());
         for event in &events {
-            let mut info = self.publish(app, event).await?;
+            let mut info = self.published(app, event).await;
             let attrs = event.channels.first().and_then(|(c, _)| info.remove(c)).unwrap_or(json!({}));
             results.push(attrs);
         }
@@ -309,14 +315,29 @@ impl Publisher {
 
     /// Publishes a validated event; returns the `info` attributes of each channel when asked.
     async fn publish(&self, app: &App, event: &Event) -> Result<Map<String, Value>, PublishError> {
-        let counter = self.metrics.api_events.get_or_create(&AppLabel::new(&app.id)).clone();
-        let mut info = Map::new();
+        let frames = self.frames(app, event).await;
+        self.fanout.publish_all(&app.id, frames).await?;
+        Ok(self.published(app, event).await)
+    }
+
+    /// The event's frame for each of its channels, each cache channel's cached first.
+    async fn frames(&self, app: &App, event: &Event) -> Vec<Outgoing> {
+        let mut out = Vec::with_capacity(event.channels.len());
         for (channel, name) in &event.channels {
             let frame: Utf8Bytes = frames::channel_event(&event.name, channel, &event.data).into();
             if name.cache {
                 self.cache.cache_set(&app.id, channel, frame.clone(), app.cache_ttl).await;
             }
-            self.fanout.publish(&app.id, channel, frame, event.socket_id.as_deref()).await?;
+            out.push(Outgoing { channel: channel.clone(), frame, except: event.socket_id.clone() });
+        }
+        out
+    }
+
+    /// Counts and logs a published event; the `info` attributes of each channel when asked.
+    async fn published(&self, app: &App, event: &Event) -> Map<String, Value> {
+        let counter = self.metrics.api_events.get_or_create(&AppLabel::new(&app.id)).clone();
+        let mut info = Map::new();
+        for (channel, name) in &event.channels {
             counter.inc();
             self.console.emit(|| {
                 LogEntry::new(&app.id, "server_event").channel(channel).event(&event.name).detail(&event.data)
@@ -333,6 +354,6 @@ impl Publisher {
                 info.insert(channel.clone(), Value::Object(attrs));
             }
         }
-        Ok(info)
+        info
     }
 }

@@ -188,6 +188,7 @@ fn not_there_yet(e: &redis::RedisError) -> bool {
     e.is_connection_refusal()
         || e.is_timeout()
         || e.is_connection_dropped()
+        || crate::cluster::redis::not_serving(e)
         || e.to_string().contains("failed to lookup address")
 }
 

@@ -483,14 +483,7 @@ async fn a_node_killed_during_a_presence_storm_leaves_exactly_the_survivors_memb
     let api = Api::new(n2.addr);
     let deadline = Instant::now() + Duration::from_secs(12);
     loop {
-        let (_, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-storm/users"), &[]).await;
-        let mut ids: Vec<String> = users["users"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.sort();
+        let ids = api.user_ids("presence-storm").await;
         if ids.len() == 60 && ids.iter().all(|id| id.starts_with("n2-")) {
             break;
         }
@@ -527,15 +520,23 @@ async fn redis_slowed_with_debug_sleep_delays_but_loses_nothing_and_recovers() {
         }
     }
     stall.await.expect("redis-cli").expect("DEBUG SLEEP ran");
-    // Every event the API accepted is delivered, in order, once.
+    // Every event the API accepted is delivered, in order, once. One it refused because Redis
+    // did not answer in time may still arrive when Redis does (a 503 is at least once): never
+    // twice, and never out of order.
     let mut got = Vec::new();
-    while got.len() < accepted.len() {
+    while !accepted.iter().all(|a| got.contains(a)) {
         let frame = tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
             .expect("delivered after the stall");
         got.push(frame["data"].as_str().unwrap_or_default().to_owned());
     }
-    assert_eq!(got, accepted);
+    let delivered: Vec<&String> = got.iter().filter(|g| accepted.contains(g)).collect();
+    assert_eq!(delivered, accepted.iter().collect::<Vec<_>>());
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "no event twice: {got:?}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in publish order: {got:?}");
     // And the cluster is whole again: readiness, fresh publishes, presence intact.
     let deadline = Instant::now() + Duration::from_secs(10);
     while n1.ready().await != 200 || n2.ready().await != 200 {
@@ -543,7 +544,15 @@ async fn redis_slowed_with_debug_sleep_delays_but_loses_nothing_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(api.trigger(&["slow"], "tick", "after").await.0, 200);
-    assert_eq!(sub.next().await["data"], "after");
+    loop {
+        let data = sub.next().await["data"].as_str().unwrap_or_default().to_owned();
+        if data == "after" {
+            break;
+        }
+        // A refused event that Redis ran late, once.
+        assert!(!accepted.contains(&data) && !got.contains(&data), "unexpected {data} (got {got:?})");
+        got.push(data);
+    }
     let (_, info) =
         api.get(&format!("/apps/{APP_ID}/channels/presence-slow"), &[("info", "user_count")]).await;
     assert_eq!(info["user_count"], 1, "no member lost or duplicated by the stall");

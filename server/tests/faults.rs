@@ -292,6 +292,34 @@ async fn a_flap_whose_window_ends_while_redis_stalls_sends_no_webhook() {
 }
 
 #[tokio::test]
+async fn a_departure_held_by_a_node_killed_after_a_flap_on_that_node_is_still_sent() {
+    // Found by the chaos test (seed 295020): ada flaps on n1 (leaves, back within the window),
+    // then leaves for good, and n1 is SIGKILLed after the flap's window ended but before the
+    // departure's did. Both holds were listed with n1 under one entry, and the flap's release
+    // unlisted the departure's too: the node cleaning up after n1 never took it over, and no
+    // member_removed was ever sent (nor a member_added when she came back).
+    let (hooks, _redis, mut n1, _n2, ada) = ada_joined(["n1", "n2"]).await;
+    drop(ada);
+    let first_leave = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ada = connect(n1.addr).await;
+    ada.join("presence-room", "ada", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(first_leave.elapsed())).await;
+    drop(ada);
+    // The flap's window ends 3 s after the first leave (she was back: nothing to send); the
+    // departure's window, 1.5 s later, is still running when n1 dies.
+    tokio::time::sleep(Duration::from_millis(3600).saturating_sub(first_leave.elapsed())).await;
+    n1.kill9().await;
+    let events = hooks
+        .wait_for(Duration::from_secs(15), |e| {
+            self::names(e).contains(&"member_removed:presence-room:ada".to_owned())
+        })
+        .await;
+    let ada_hooks: Vec<String> = names(&events).into_iter().filter(|n| n.ends_with(":ada")).collect();
+    assert_eq!(ada_hooks, ["member_added:presence-room:ada", "member_removed:presence-room:ada"]);
+}
+
+#[tokio::test]
 async fn a_node_cut_off_from_redis_fires_no_webhooks_from_its_local_view() {
     let hooks = Receiver::start(Vec::new()).await;
     let redis = Redis::start().await;
@@ -514,4 +542,42 @@ async fn events_published_while_a_nodes_pubsub_connection_is_down_still_reach_it
     got.dedup();
     assert_eq!(got.len(), accepted.len(), "every event once");
     far.assert_silent(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_node_idle_through_a_redis_restart_is_not_ready_until_it_republished() {
+    // Redis restarted empty between two lease renewals of a node with no socket or API traffic
+    // in between: the node stayed ready while Redis had forgotten its members, and the HTTP API
+    // undercounted until its next renewal (a third of its lease). Its dropped pub/sub
+    // connection now makes it check at once.
+    let mut redis = Redis::start().await;
+    // Long leases: renewals alone would notice the restart only 20 seconds later.
+    let n1 = Node::spawn(&redis, "n1", &["--lease-ttl", "60"]).await;
+    let n2 = Node::spawn(&redis, "n2", &["--lease-ttl", "60"]).await;
+    let mut alice = connect(n1.addr).await;
+    let mut bob = connect(n2.addr).await;
+    alice.join("presence-r", "alice", json!({})).await;
+    bob.join("presence-r", "bob", json!({})).await;
+    assert_eq!(alice.next().await["event"], "pusher_internal:member_added");
+
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (n1.ready().await, n2.ready().await) != (200, 200) {
+        assert!(std::time::Instant::now() < deadline, "both nodes ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, info) = Api::new(n1.addr)
+        .get(&format!("/apps/{APP_ID}/channels/presence-r"), &[("info", "user_count,subscription_count")])
+        .await;
+    assert_eq!(
+        info,
+        json!({"occupied":true,"user_count":2,"subscription_count":2}),
+        "ready with its state in Redis"
+    );
+    // Nothing changed for the clients: no member left or came back.
+    alice.assert_silent(Duration::from_millis(300)).await;
+    bob.assert_silent(Duration::from_millis(300)).await;
+    assert_eq!(Api::new(n2.addr).trigger(&["presence-r"], "after", "x").await.0, 200);
+    assert_eq!(alice.next().await["event"], "after");
+    assert_eq!(bob.next().await["event"], "after");
 }

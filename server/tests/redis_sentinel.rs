@@ -35,22 +35,15 @@ async fn crosses(api: &Api, to: &mut Client, data: &str) {
 }
 
 async fn members(api: &Api) -> Vec<String> {
-    let (_, users) = api.get(&format!("/apps/{APP_ID}/channels/presence-room/users"), &[]).await;
-    let mut ids: Vec<String> = users["users"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|u| u["id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    ids
+    api.user_ids("presence-room").await
 }
 
-#[tokio::test]
-async fn nodes_follow_the_primary_through_a_failover_and_a_killed_primary() {
-    let mut set = SentinelSet::start().await;
-    let n1 = Node::spawn_via_with(&set.url(), "s1", &SENTINEL).await;
-    let n2 = Node::spawn_via_with(&set.url(), "s2", &SENTINEL).await;
+/// Two nodes through the sentinels, ada (node 1) and bob (node 2) present and a reader of
+/// `news` on node 2, checked before and after a planned failover: (nodes, clients, the new
+/// primary's port).
+async fn through_a_failover(set: &SentinelSet, flags: &[&str]) -> ([Node; 2], [Client; 3], u16) {
+    let n1 = Node::spawn_via_with(&set.url(), "s1", flags).await;
+    let n2 = Node::spawn_via_with(&set.url(), "s2", flags).await;
     let mut ada = connect(n1.addr).await;
     ada.join("presence-room", "ada", json!({})).await;
     let mut bob = connect(n2.addr).await;
@@ -71,6 +64,14 @@ async fn nodes_follow_the_primary_through_a_failover_and_a_killed_primary() {
     println!("SENTINEL FAILOVER: nodes ready again {unavailable:?} after it was asked");
     crosses(&api1, &mut reader, "after-failover").await;
     assert_eq!(members(&Api::new(n2.addr)).await, ["ada", "bob"], "no ghost and no loss");
+    ([n1, n2], [ada, bob, reader], second)
+}
+
+#[tokio::test]
+async fn nodes_follow_the_primary_through_a_failover_and_a_killed_primary() {
+    let mut set = SentinelSet::start().await;
+    let ([n1, n2], [mut ada, mut bob, mut reader], second) = through_a_failover(&set, &SENTINEL).await;
+    let api1 = Api::new(n1.addr);
 
     // The primary is killed.
     let started = Instant::now();
@@ -87,7 +88,7 @@ async fn nodes_follow_the_primary_through_a_failover_and_a_killed_primary() {
 }
 
 #[tokio::test]
-async fn sentinel_mode_needs_the_master_name_and_cluster_mode_is_refused_clearly() {
+async fn sentinel_mode_needs_the_master_name_and_mixed_up_modes_are_refused_clearly() {
     let bin = herald_testkit::nodes::server_binary();
     let run = |args: &'static [&'static str]| {
         let bin = bin.clone();
@@ -97,8 +98,34 @@ async fn sentinel_mode_needs_the_master_name_and_cluster_mode_is_refused_clearly
         run(&["--cluster", "redis", "--redis-url", "redis://127.0.0.1:1", "--redis-mode", "sentinel"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis-sentinel-master"));
-    let out =
-        run(&["--cluster", "redis", "--redis-url", "redis://127.0.0.1:1", "--redis-mode", "cluster"]).await;
+    let out = run(&[
+        "--cluster",
+        "redis",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--redis-mode",
+        "cluster",
+        "--redis-sentinel-master",
+        "herald",
+    ])
+    .await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Redis Cluster is not supported yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis-mode sentinel, not cluster"));
+    let out =
+        run(&["--cluster", "redis", "--redis-url", "redis://127.0.0.1:1", "--redis-mode", "shards"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected 'standalone', 'sentinel' or 'cluster'"));
+}
+
+#[tokio::test]
+async fn nodes_find_a_tls_only_primary_through_tls_sentinels_with_a_private_ca() {
+    let files = herald_testkit::nodes::TlsFiles::make();
+    let set = SentinelSet::start_tls(&files).await;
+    let tls = files.node_flags();
+    let flags: Vec<&str> = SENTINEL.into_iter().chain(tls.iter().map(String::as_str)).collect();
+    // Found, joined and followed through a failover, all over TLS.
+    let (_nodes, mut clients, _) = through_a_failover(&set, &flags).await;
+    for c in &mut clients[..2] {
+        c.assert_silent(Duration::from_millis(300)).await;
+    }
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod nodes;
+pub mod sentinel;
+pub mod shards;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_server::signing;
@@ -34,7 +36,8 @@ pub struct TestServer {
 /// With `HERALD_TEST_REDIS_URL` set, every in-process server runs on the Redis backend (each
 /// with its own key prefix), so the same behaviour tests cover both `Cluster` implementations —
 /// and every way Redis runs: `HERALD_TEST_REDIS_MODE=sentinel` with
-/// `HERALD_TEST_REDIS_SENTINEL_MASTER` (the URL lists the sentinels), and
+/// `HERALD_TEST_REDIS_SENTINEL_MASTER` (the URL lists the sentinels), `HERALD_TEST_REDIS_MODE=cluster`
+/// (the URL lists a Redis Cluster's seed nodes), and
 /// `HERALD_TEST_REDIS_CA_FILE` / `_CERT_FILE` / `_KEY_FILE` for a TLS-only Redis.
 fn with_backend(mut config: Config) -> Config {
     use herald_server::config::{RedisMode, RedisTls};
@@ -44,6 +47,7 @@ fn with_backend(mut config: Config) -> Config {
         let mode = match (env("HERALD_TEST_REDIS_MODE").as_deref(), env("HERALD_TEST_REDIS_SENTINEL_MASTER"))
         {
             (Some("sentinel"), Some(master)) => RedisMode::Sentinel { master },
+            (Some("cluster"), _) => RedisMode::Cluster,
             _ => RedisMode::Standalone,
         };
         let tls = RedisTls {
@@ -230,6 +234,20 @@ pub struct Api {
 impl Api {
     pub fn new(addr: SocketAddr) -> Self {
         Api { addr, http: reqwest::Client::new() }
+    }
+
+    /// The ids of a presence channel's members (`GET …/users`), sorted.
+    pub async fn user_ids(&self, channel: &str) -> Vec<String> {
+        let (status, users) = self.get(&format!("/apps/{APP_ID}/channels/{channel}/users"), &[]).await;
+        assert_eq!(status, 200, "users of {channel}: {users}");
+        let mut ids: Vec<String> = users["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
     }
 
     pub async fn get(&self, path: &str, extra: &[(&str, &str)]) -> (u16, Value) {

@@ -22,7 +22,16 @@ pub fn server_binary() -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct ports free now: each listener is held until all are chosen, so the kernel
+/// cannot hand the same port out twice (a primary and its sentinel on one port would fail at
+/// random).
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("bound address").port()).collect()
 }
 
 /// TLS files made with openssl in a temporary directory: a CA, Redis's certificate for
@@ -100,6 +109,38 @@ impl TlsFiles {
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// A TLS-only redis-server's flags after `--tls-port`: its certificate, the CA, client
+    /// certificates required.
+    pub fn server_flags(&self) -> Vec<String> {
+        let [cert, key, ca] = ["redis.pem", "redis.key", "ca.pem"].map(|f| self.path(f));
+        [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "yes",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// herald-server's flags for this CA and the client certificate.
+    pub fn node_flags(&self) -> Vec<String> {
+        let [ca, cert, key] = ["ca.pem", "client.pem", "client.key"].map(|f| self.path(f));
+        ["--redis-ca-file", &ca, "--redis-cert-file", &cert, "--redis-key-file", &key]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    /// redis-cli's flags for this CA and the client certificate.
+    pub fn cli_flags(&self) -> Vec<String> {
+        let [ca, cert, key] = ["ca.pem", "client.pem", "client.key"].map(|f| self.path(f));
+        ["--tls", "--cacert", &ca, "--cert", &cert, "--key", &key].map(str::to_owned).to_vec()
+    }
 }
 
 impl Drop for TlsFiles {
@@ -117,21 +158,72 @@ pub struct Redis {
     tls: Option<(String, String, String)>,
     /// The data directory of a persistent Redis.
     dir: Option<std::path::PathBuf>,
+    /// With `HERALD_TEST_REDIS_SHAPE=cluster`: a three-primary Redis Cluster stands in for the
+    /// one Redis (`port` is its first member), so the multi-node suites run on it unchanged.
+    shards: Option<crate::shards::RedisShards>,
+    /// With `HERALD_TEST_REDIS_SHAPE=sentinel`: a primary and a replica behind a sentinel stand
+    /// in for it (`port` is the primary's; nodes find it through the sentinel).
+    sentinels: Option<SentinelSet>,
+}
+
+fn shape_is(name: &str) -> bool {
+    std::env::var("HERALD_TEST_REDIS_SHAPE").is_ok_and(|s| s == name)
+}
+
+/// Whether the multi-node suites run on a Redis Cluster (`HERALD_TEST_REDIS_SHAPE=cluster`).
+fn sharded() -> bool {
+    shape_is("cluster")
+}
+
+/// With `HERALD_TEST_REDIS_SHAPE=tls`, every [`Redis::start`] is TLS only with client
+/// certificates, signed by one CA made for the test process; nodes get the files as flags.
+fn shape_tls() -> Option<&'static TlsFiles> {
+    static FILES: std::sync::OnceLock<TlsFiles> = std::sync::OnceLock::new();
+    std::env::var("HERALD_TEST_REDIS_SHAPE")
+        .is_ok_and(|s| s == "tls")
+        .then(|| FILES.get_or_init(TlsFiles::make))
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        if sharded() {
+            return Redis::on(crate::shards::RedisShards::start(3, 0).await);
+        }
+        if let Some(files) = shape_tls() {
+            return Redis::start_tls(files).await;
+        }
+        if shape_is("sentinel") {
+            let set = SentinelSet::start_without_failover().await;
+            let port = set.primary().await;
+            return Redis { child: None, port, tls: None, dir: None, shards: None, sentinels: Some(set) };
+        }
         let port = free_port();
-        let mut r = Redis { child: None, port, tls: None, dir: None };
+        let mut r = Redis { child: None, port, tls: None, dir: None, shards: None, sentinels: None };
         r.launch().await;
         r
     }
 
+    fn on(shards: crate::shards::RedisShards) -> Redis {
+        Redis {
+            child: None,
+            port: shards.first_port(),
+            tls: None,
+            dir: None,
+            shards: Some(shards),
+            sentinels: None,
+        }
+    }
+
     /// A Redis that keeps its data across [`Redis::restart`], as one with an AOF volume does.
     pub async fn start_persistent() -> Redis {
+        if sharded() {
+            return Redis::on(crate::shards::RedisShards::start_persistent(3, 0).await);
+        }
         let dir = std::env::temp_dir().join(format!("herald-redis-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut r = Redis { child: None, port: free_port(), tls: None, dir: Some(dir) };
+        let tls = shape_tls().map(|f| (f.path("redis.pem"), f.path("redis.key"), f.path("ca.pem")));
+        let mut r =
+            Redis { child: None, port: free_port(), tls, dir: Some(dir), shards: None, sentinels: None };
         r.launch().await;
         r
     }
@@ -140,17 +232,24 @@ impl Redis {
     pub async fn start_tls(files: &TlsFiles) -> Redis {
         let port = free_port();
         let tls = (files.path("redis.pem"), files.path("redis.key"), files.path("ca.pem"));
-        let mut r = Redis { child: None, port, tls: Some(tls), dir: None };
+        let mut r = Redis { child: None, port, tls: Some(tls), dir: None, shards: None, sentinels: None };
         r.launch().await;
         r
     }
 
     async fn launch(&mut self) {
+        let persistence: Vec<String> = match &self.dir {
+            Some(dir) => ["--dir", &dir.to_string_lossy(), "--appendonly", "yes", "--appendfsync", "always"]
+                .map(str::to_owned)
+                .to_vec(),
+            None => ["--appendonly", "no"].map(str::to_owned).to_vec(),
+        };
         if let Some((cert, key, ca)) = self.tls.clone() {
             let child = Command::new("redis-server")
                 .args(["--port", "0", "--tls-port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &ca])
-                .args(["--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"])
+                .args(["--tls-auth-clients", "yes", "--save", ""])
+                .args(&persistence)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
@@ -165,12 +264,6 @@ impl Redis {
             }
             panic!("TLS redis-server did not start on port {}", self.port);
         }
-        let persistence: Vec<String> = match &self.dir {
-            Some(dir) => ["--dir", &dir.to_string_lossy(), "--appendonly", "yes", "--appendfsync", "always"]
-                .map(str::to_owned)
-                .to_vec(),
-            None => ["--appendonly", "no"].map(str::to_owned).to_vec(),
-        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -206,6 +299,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
+        if let Some(shards) = &self.shards {
+            return shards.url();
+        }
+        if let Some(set) = &self.sentinels {
+            return set.url();
+        }
         match self.tls {
             Some(_) => format!("rediss://127.0.0.1:{}/0", self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
@@ -214,6 +313,12 @@ impl Redis {
 
     /// SIGKILL: Redis goes away with all its data.
     pub async fn kill(&mut self) {
+        if let Some(shards) = &mut self.shards {
+            return shards.kill_all().await;
+        }
+        if let Some(set) = &mut self.sentinels {
+            return set.kill_all().await;
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
         }
@@ -221,6 +326,12 @@ impl Redis {
 
     /// Starts again on the same port: empty, or with its data if persistent.
     pub async fn restart(&mut self) {
+        if let Some(shards) = &mut self.shards {
+            return shards.restart_all().await;
+        }
+        if let Some(set) = &mut self.sentinels {
+            return set.restart_all().await;
+        }
         self.kill().await;
         self.launch().await;
     }
@@ -248,12 +359,17 @@ impl Node {
     /// Starts a node with the dev app credentials of the in-process tests, a 3 s lease, and
     /// `extra` flags.
     pub async fn spawn(redis: &Redis, node_id: &str, extra: &[&str]) -> Node {
+        Node::launch(Node::with_test_app(extra), redis, node_id).await
+    }
+
+    /// The server command serving the tests' app, with `extra` flags.
+    fn with_test_app(extra: &[&str]) -> Command {
         let mut command = Command::new(server_binary());
         command
             .args(["--app-id", super::APP_ID, "--app-key", super::KEY, "--app-secret", super::SECRET])
             .arg("--app-client-events")
             .args(extra);
-        Node::launch(command, redis, node_id).await
+        command
     }
 
     /// Starts a node serving the PusherApps of `cluster` in `namespace` (`--apps kubernetes`),
@@ -274,28 +390,38 @@ impl Node {
         Node::launch(command, redis, node_id).await
     }
 
-    async fn launch(mut command: Command, redis: &Redis, node_id: &str) -> Node {
+    async fn launch(command: Command, redis: &Redis, node_id: &str) -> Node {
+        let mut command = command;
+        if redis.shards.is_some() {
+            command.args(["--redis-mode", "cluster"]);
+        }
+        Node::launch_on(command, &redis.url(), node_id).await
+    }
+
+    async fn launch_on(mut command: Command, url: &str, node_id: &str) -> Node {
+        // The tests' 3 s lease unless the test gives its own.
+        if !command.as_std().get_args().any(|a| a == "--lease-ttl") {
+            command.args(["--lease-ttl", "3"]);
+        }
+        if shape_is("sentinel") && !command.as_std().get_args().any(|a| a == "--redis-mode") {
+            command.args(["--redis-mode", "sentinel", "--redis-sentinel-master", "herald"]);
+        }
+        if let Some(files) = shape_tls().filter(|_| url.starts_with("rediss://")) {
+            command.args(files.node_flags());
+        }
         let mut child = command
             .args(["--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
-            .args([
-                "--cluster",
-                "redis",
-                "--redis-url",
-                &redis.url(),
-                "--node-id",
-                node_id,
-                "--lease-ttl",
-                "3",
-            ])
+            .args(["--cluster", "redis", "--redis-url", url, "--node-id", node_id])
             // Sockets close at once on SIGTERM unless a test asks for a spread (--drain-spread).
             .env("HERALD_DRAIN_SPREAD", "0")
             // HERALD_TEST_NODE_LOG=info (or a tracing filter) shows more of what the nodes do.
             .env("HERALD_LOG", std::env::var("HERALD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn herald-server");
+        let stderr = StderrTail::relay(child.stderr.take().expect("piped stderr"));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut addr, mut ops) = (None, None);
         let read = async {
@@ -311,10 +437,22 @@ impl Node {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(40), read).await.expect("node printed its addresses");
+        let printed = tokio::time::timeout(Duration::from_secs(40), read).await.is_ok();
+        let (Some(addr), Some(ops), true) = (addr, ops, printed) else {
+            // Why it did not start: its exit status and its last lines on stderr.
+            let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                Ok(Ok(status)) => format!("it ended with {status}"),
+                _ => "it still runs".to_owned(),
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            panic!(
+                "node {node_id} printed no addresses ({status}); its last lines on stderr:\n{}",
+                stderr.lines().join("\n")
+            );
+        };
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node { child, addr: addr.expect("ws address"), ops: ops.expect("ops address") }
+        Node { child, addr, ops }
     }
 
     /// SIGKILL, like a crashed pod: no goodbye.
@@ -398,46 +536,54 @@ impl Node {
 
     /// Like [`Node::spawn_via`], with `extra` flags.
     pub async fn spawn_via_with(url: &str, node_id: &str, extra: &[&str]) -> Node {
-        let redis = Redis {
-            child: None,
-            dir: None,
-            port: url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.split('/').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0),
-            tls: None,
-        };
-        let node = Node::spawn(&redis, node_id, extra).await;
-        std::mem::forget(redis);
-        node
+        let mut command = Node::with_test_app(extra);
+        // Several seed URLs: a Redis Cluster's.
+        if url.contains(',') && !extra.contains(&"--redis-mode") {
+            command.args(["--redis-mode", "cluster"]);
+        }
+        Node::launch_on(command, url, node_id).await
     }
 }
 
-/// A Redis primary, one replica, and one sentinel (quorum 1, `down-after` 1 s) that monitors
-/// them as `herald`. Every process is killed on drop.
-pub struct SentinelSet {
-    /// Redis processes by port (the primary first, at start).
-    redis: Vec<(u16, Option<Child>)>,
-    sentinel: Child,
-    pub sentinel_port: u16,
-    dir: std::path::PathBuf,
-}
+/// A node's stderr, passed on to the test's stderr (shown with a failing test's output) line by
+/// line, the last lines kept to say why a node did not start.
+#[derive(Clone, Default)]
+struct StderrTail(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
 
-fn spawn_redis(args: &[String]) -> Child {
-    Command::new("redis-server")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server must be installed (./scripts/test installs it)")
+impl StderrTail {
+    const KEPT: usize = 20;
+
+    fn relay(stderr: tokio::process::ChildStderr) -> StderrTail {
+        let tail = StderrTail::default();
+        let kept = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let mut kept = kept.0.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() == StderrTail::KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        tail
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
 }
 
 /// One redis-cli call; its output, trimmed.
 pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    redis_cli_with(port, &[], args).await
+}
+
+/// One redis-cli call with `tls` flags first (`--tls --cacert … --cert … --key …`, or none).
+pub async fn redis_cli_with(port: u16, tls: &[String], args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(tls)
         .args(["-p", &port.to_string()])
         .args(args)
         .output()
@@ -446,116 +592,4 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-impl SentinelSet {
-    pub async fn start() -> SentinelSet {
-        let dir = std::env::temp_dir().join(format!("herald-sentinel-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let (primary, replica, sentinel_port) = (free_port(), free_port(), free_port());
-        let base = |port: u16| {
-            vec![
-                // A replica's full sync writes an RDB file: into the temporary directory, not
-                // the test's working directory.
-                "--dir".to_owned(),
-                dir.display().to_string(),
-                "--port".to_owned(),
-                port.to_string(),
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-            ]
-        };
-        let p = spawn_redis(&base(primary));
-        let mut replica_args = base(replica);
-        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
-        let r = spawn_redis(&replica_args);
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nsentinel monitor herald 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds herald 1000\nsentinel failover-timeout herald 5000\n\
-                 sentinel parallel-syncs herald 1\n",
-                dir.display()
-            ),
-        )
-        .expect("sentinel.conf");
-        let sentinel = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server --sentinel");
-        let set =
-            SentinelSet { redis: vec![(primary, Some(p)), (replica, Some(r))], sentinel, sentinel_port, dir };
-        // Ready when the replica is in sync and the sentinel knows it (a failover needs it).
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let link = redis_cli(replica, &["INFO", "replication"]).await;
-            let replicas = redis_cli(sentinel_port, &["SENTINEL", "replicas", "herald"]).await;
-            if link.contains("master_link_status:up") && replicas.contains(&replica.to_string()) {
-                return set;
-            }
-            assert!(std::time::Instant::now() < deadline, "sentinel set not ready: {link} / {replicas}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The sentinel's URL, for `--redis-url` with `--redis-mode sentinel`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.sentinel_port)
-    }
-
-    /// The port of the primary the sentinel names now.
-    pub async fn primary(&self) -> u16 {
-        let out = redis_cli(self.sentinel_port, &["SENTINEL", "get-master-addr-by-name", "herald"]).await;
-        out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
-    }
-
-    /// Waits until the sentinel names a primary other than `old` whose replica link is whole.
-    pub async fn wait_for_new_primary(&self, old: u16) -> u16 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(40);
-        loop {
-            let now = self.primary().await;
-            if now != 0 && now != old {
-                let role = redis_cli(now, &["ROLE"]).await;
-                if role.starts_with("master") {
-                    return now;
-                }
-            }
-            assert!(std::time::Instant::now() < deadline, "no new primary after 40 s (still {now})");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `SENTINEL FAILOVER`: the replica is promoted, the primary demoted.
-    pub async fn failover(&self) {
-        let out = redis_cli(self.sentinel_port, &["SENTINEL", "FAILOVER", "herald"]).await;
-        assert_eq!(out, "OK", "SENTINEL FAILOVER");
-    }
-
-    /// SIGKILL of the Redis process on `port`.
-    pub async fn kill(&mut self, port: u16) {
-        if let Some((_, child)) = self.redis.iter_mut().find(|(p, _)| *p == port) {
-            if let Some(mut c) = child.take() {
-                let _ = c.kill().await;
-            }
-        }
-    }
-}
-
-impl Drop for SentinelSet {
-    fn drop(&mut self) {
-        let _ = self.sentinel.start_kill();
-        for (_, child) in &mut self.redis {
-            if let Some(c) = child.as_mut() {
-                let _ = c.start_kill();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use crate::sentinel::SentinelSet;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use herald_bench::client::Target;
+use herald_bench::client::{Target, READ_BUFFER};
 use herald_bench::fanout::{Fanout, Ramp};
 use herald_bench::scenarios;
 use herald_bench::slow::Slow;
@@ -58,8 +58,9 @@ enum Scenario {
         /// Seconds of publishing (each step's, when ramping).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Ramp: multiply the rate by this each step until a step loses a delivery or its p99
-        /// passes --max-p99-ms; reports the highest sustained step.
+        /// Ramp: multiply the rate by this each step until --confirm steps in a row lose a
+        /// delivery or pass --max-p99-ms (or the generator runs out of its core); reports the
+        /// highest sustained step.
         #[arg(long)]
         ramp: Option<f64>,
         /// Steps at most when ramping.
@@ -67,6 +68,9 @@ enum Scenario {
         steps: usize,
         #[arg(long, default_value_t = 100.0)]
         max_p99_ms: f64,
+        /// Failed steps in a row that mean saturation (one alone is taken as noise).
+        #[arg(long, default_value_t = 2)]
+        confirm: usize,
     },
     /// The HTTP API: back-to-back `POST /events` from `--concurrency` backends.
     Api {
@@ -80,6 +84,39 @@ enum Scenario {
         /// Events per request: 1 sends `POST /events`, more `POST /batch_events` (Pusher: ≤ 10).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+    },
+    /// Subscribed sockets past one process's open-files limit, held by several generator
+    /// processes, then a fixed-rate fan-out to all of them (connect rate, RSS per socket,
+    /// deliveries/s, latency, loss).
+    Scale {
+        /// Sockets over all processes.
+        #[arg(long, default_value_t = 54_000)]
+        sockets: usize,
+        /// Generator processes (each holds sockets/processes: keep it under the files limit).
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        /// Messages per second over all channels (each socket gets rate/channels per second).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds between the last socket subscribed and the first message.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+    },
+    /// One generator process of `scale` (started by it; speaks JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        channels: usize,
+        #[arg(long)]
+        messages: usize,
     },
     /// Join storm on one presence channel.
     Presence {
@@ -114,7 +151,10 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target { nodes: cli.targets, app_id: cli.app_id, key: cli.key, secret: cli.secret };
+    // A holder of `scale` keeps many quiet sockets: 4 KiB each.
+    let read_buffer = if matches!(cli.scenario, Scenario::Hold { .. }) { 4096 } else { READ_BUFFER };
+    let target =
+        Target { nodes: cli.targets, app_id: cli.app_id, key: cli.key, secret: cli.secret, read_buffer };
     let server = Pids(cli.server_pids);
     let report = match cli.scenario {
         Scenario::Connect { connections } => scenarios::connect(&target, connections, cli.concurrency).await,
@@ -122,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
             needs_pid(&server, "idle")?;
             scenarios::idle(&target, connections, cli.concurrency, &server).await
         }
-        Scenario::Fanout { channels, subscribers, rate, seconds, ramp, steps, max_p99_ms } => {
+        Scenario::Fanout { channels, subscribers, rate, seconds, ramp, steps, max_p99_ms, confirm } => {
             let o = Fanout {
                 channels,
                 subscribers,
@@ -130,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs(seconds),
                 concurrency: cli.concurrency,
                 server: server.clone(),
-                ramp: ramp.map(|factor| Ramp { factor, steps, max_p99_ms }),
+                ramp: ramp.map(|factor| Ramp { factor, steps, max_p99_ms, confirm }),
             };
             herald_bench::fanout::fanout(&target, &o).await
         }
@@ -158,6 +198,24 @@ async fn main() -> anyhow::Result<()> {
                 server: server.clone(),
             };
             herald_bench::api::api(&target, &o).await
+        }
+        Scenario::Scale { sockets, processes, channels, rate, seconds, settle } => {
+            let o = herald_bench::scale::Scale {
+                sockets,
+                processes,
+                channels,
+                rate,
+                duration: Duration::from_secs(seconds),
+                concurrency: cli.concurrency,
+                server: server.clone(),
+                settle: Duration::from_secs(settle),
+            };
+            herald_bench::scale::scale(&target, &o).await?
+        }
+        Scenario::Hold { first, count, channels, messages } => {
+            let h =
+                herald_bench::scale::Hold { first, count, channels, messages, concurrency: cli.concurrency };
+            return herald_bench::scale::hold(&target, &h).await;
         }
         Scenario::Presence { members, wait_seconds } => {
             let wait = Duration::from_secs(wait_seconds);

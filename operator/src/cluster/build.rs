@@ -163,9 +163,13 @@ const SERVER_TLS_DIR: &str = "/etc/herald-tls";
 fn with_secret_files(mut file: ServerFile, cluster: &PusherCluster) -> ServerFile {
     let spec = &cluster.spec;
     if let (RedisMode::External, Some(ext)) = (spec.redis.mode, &spec.redis.external) {
-        if ext.topology == Some(RedisTopology::Sentinel) {
-            file.redis_mode = Some("sentinel".into());
-            file.redis_sentinel_master = ext.sentinel_master.clone();
+        match ext.topology {
+            Some(RedisTopology::Sentinel) => {
+                file.redis_mode = Some("sentinel".into());
+                file.redis_sentinel_master = ext.sentinel_master.clone();
+            }
+            Some(RedisTopology::Cluster) => file.redis_mode = Some("cluster".into()),
+            Some(RedisTopology::Standalone) | None => {}
         }
     }
     for mount in secret_files(cluster) {

@@ -39,7 +39,7 @@ fn fixture(subscription_count: bool) -> Fixture {
 }
 
 fn subscriber(registry: &Registry, channel: &str, socket_id: &str) -> Inbox {
-    let (outbox, inbox, _) = Outbox::new(socket_id.into(), 16);
+    let (outbox, inbox) = Outbox::new(socket_id.into(), 16);
     registry.add("1", channel, outbox, None, 100).unwrap();
     inbox
 }
@@ -59,7 +59,7 @@ async fn a_socket_joining_a_presence_channel_tells_the_others_but_not_itself() {
     let mut joiner = subscriber(&f.registry, "presence-a", "1.2");
     let transitions = vec![
         Transition::Occupied { channel: "presence-a".into(), webhook: true },
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true, seq: 0 },
         Transition::SubscriptionCount { channel: "presence-a".into(), count: 2 },
     ];
     f.announcer.announce(&f.app, &Origin::Socket("1.2".into()), transitions).await;
@@ -85,6 +85,7 @@ async fn a_member_removed_reaches_every_remaining_subscriber_with_its_webhook() 
         channel: "presence-a".into(),
         user_id: "u".into(),
         window: Window::Local,
+        seq: 0,
     }];
     f.announcer.announce(&f.app, &Origin::Socket("1.1".into()), transitions).await;
     let heard = frames(&mut a);
@@ -125,7 +126,7 @@ async fn subscription_counts_go_to_non_presence_channels_of_apps_that_enable_the
 #[tokio::test]
 async fn a_user_going_online_and_offline_reaches_its_watchers() {
     let f = fixture(false);
-    let (watcher, mut inbox, _) = Outbox::new("1.5".into(), 16);
+    let (watcher, mut inbox) = Outbox::new("1.5".into(), 16);
     f.registry.watch("1", &["u".into()], &watcher);
     let origin = Origin::Socket("1.1".into());
     f.announcer.announce(&f.app, &origin, vec![Transition::UserOnline { user_id: "u".into() }]).await;
@@ -140,7 +141,7 @@ async fn a_rejoining_node_announces_only_to_the_other_nodes() {
     let mut f = fixture(false);
     let mut local = subscriber(&f.registry, "presence-a", "1.1");
     let transitions = vec![
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true, seq: 0 },
         Transition::Occupied { channel: "presence-a".into(), webhook: true },
     ];
     f.announcer.announce(&f.app, &Origin::Rejoin, transitions).await;
@@ -158,6 +159,7 @@ async fn backend_transitions_are_announced_in_order_and_a_flush_waits_for_them()
         channel: "presence-a".into(),
         user_id: u.into(),
         window: Window::Local,
+        seq: 0,
     };
     tx.send(Announcement::Transitions {
         app_id: "1".into(),
@@ -189,7 +191,7 @@ async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after
     let origin = Origin::Socket("1.2".into());
     let back = vec![
         Transition::Occupied { channel: "presence-a".into(), webhook: false },
-        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: false },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: false, seq: 0 },
     ];
     f.announcer.announce(&f.app, &origin, back).await;
     assert!(f.hooks.drain().is_empty(), "back within the window: no webhook");
@@ -202,6 +204,7 @@ async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after
             channel: "presence-a".into(),
             user_id: "v".into(),
             window: crate::cluster::Window::Skip,
+            seq: 0,
         },
     ];
     f.announcer.announce(&f.app, &origin, left).await;

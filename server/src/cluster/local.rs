@@ -9,7 +9,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{
-    Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, PresenceFull, Transition, Users, Window,
+    Cache, ChannelState, ChannelStats, FanOut, FanOutError, Health, Joined, PresenceFull, Transition, Users,
+    Window,
 };
 use crate::channels::{Added, Member, Registry, Removed};
 use crate::outbox::Outbox;
@@ -56,7 +57,7 @@ pub(super) fn joined(channel: &str, added: &Added, member: Option<Member>) -> Ve
         out.push(Transition::Occupied { channel: channel.to_owned(), webhook: true });
     }
     if let (true, Some(member)) = (added.member_added, member) {
-        out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook: true });
+        out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook: true, seq: 0 });
     }
     out.push(Transition::SubscriptionCount {
         channel: channel.to_owned(),
@@ -79,7 +80,8 @@ pub(super) fn left(channel: &str, removed: Removed) -> Vec<Transition> {
         count: removed.subscriptions as u64,
     });
     if let Some(user_id) = removed.member_removed {
-        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window: Window::Local });
+        let window = Window::Local;
+        out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window, seq: 0 });
     }
     out
 }
@@ -115,9 +117,11 @@ impl ChannelState for LocalCluster {
         outbox: Outbox,
         member: Option<Member>,
         max_members: usize,
-    ) -> Result<Vec<Transition>, PresenceFull> {
+    ) -> Result<Joined, PresenceFull> {
+        let presence = member.is_some();
         let added = self.registry.add(app_id, channel, outbox, member.clone(), max_members)?;
-        Ok(joined(channel, &added, member))
+        let members = presence.then(|| self.registry.members(app_id, channel));
+        Ok(Joined { transitions: joined(channel, &added, member), members })
     }
 
     async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Vec<Transition> {
@@ -205,20 +209,25 @@ mod tests {
         let c = LocalCluster::new(Registry::default());
         let member = Member { user_id: "u".into(), user_info: None };
         let first = c.join("1", "presence-a", outbox("1.1"), Some(member.clone()), 10).await.unwrap();
+        assert_eq!(first.members, Some(vec![member.clone()]));
         assert_eq!(
-            first,
+            first.transitions,
             vec![
                 Transition::Occupied { channel: "presence-a".into(), webhook: true },
                 Transition::MemberAdded {
                     channel: "presence-a".into(),
                     member: member.clone(),
-                    webhook: true
+                    webhook: true,
+                    seq: 0
                 },
                 Transition::SubscriptionCount { channel: "presence-a".into(), count: 1 },
             ]
         );
         let second = c.join("1", "presence-a", outbox("1.2"), Some(member), 10).await.unwrap();
-        assert_eq!(second, vec![Transition::SubscriptionCount { channel: "presence-a".into(), count: 2 }]);
+        assert_eq!(
+            second.transitions,
+            vec![Transition::SubscriptionCount { channel: "presence-a".into(), count: 2 }]
+        );
         assert_eq!(
             c.leave("1", "presence-a", "1.1").await,
             vec![Transition::SubscriptionCount { channel: "presence-a".into(), count: 1 }]
@@ -231,7 +240,8 @@ mod tests {
                 Transition::MemberRemoved {
                     channel: "presence-a".into(),
                     user_id: "u".into(),
-                    window: Window::Local
+                    window: Window::Local,
+                    seq: 0
                 },
             ]
         );

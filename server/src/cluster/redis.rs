@@ -12,31 +12,36 @@
 
 mod bus;
 mod buslog;
+mod cleanup;
+mod conn;
 mod journal;
 mod keys;
 mod lease;
 mod live;
+mod logs;
 mod membership;
 mod source;
 mod users;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use self::conn::Conn;
 use self::keys::{Entry, Keys, Scripts};
 use self::live::{Link, LinkState, Live};
+use self::logs::Logs;
 use self::source::{Connections, Source};
 use super::{
-    AnnounceSender, Announcement, ChannelState, ChannelStats, FanOut, FanOutError, Health, Hold, Origin,
-    PresenceFull, RedisSettings, Transition, Window,
+    AnnounceSender, Announcement, ChannelState, ChannelStats, FanOut, FanOutError, Health, Hold, Joined,
+    MemberSeq, Origin, PresenceFull, RedisSettings, Transition, Window,
 };
-use crate::channels::{Member, Registry};
+use crate::channels::{AddError, Member, Registry, PENDING};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -59,6 +64,11 @@ struct Inner {
     push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
     /// The current incarnation, `{node_id}:{random}`.
     incarnation: RwLock<Arc<str>>,
+    /// The apps the current incarnation is listed in, with a live `alive` key (see
+    /// [`RedisCluster::enter_app`]); renewed with its lease.
+    apps: Mutex<(Arc<str>, HashSet<String>)>,
+    /// The bus logs this node reads and where it stands in each.
+    logs: Logs,
     /// Every incarnation this process has run as: messages from them are its own (already
     /// delivered locally). Another process with the same node id is someone else.
     own: RwLock<Vec<Arc<str>>>,
@@ -73,6 +83,9 @@ struct Inner {
     publish: redis::Script,
     /// Told when a resync subscribed anew: the bus task makes up for what it missed.
     resubscribed: tokio::sync::Notify,
+    /// Told when the pub/sub connection dropped: the lease task checks Redis at once instead of
+    /// at its next renewal, since a Redis that restarted empty forgot this node's state.
+    check_lease: tokio::sync::Notify,
     /// Where the transitions of clean-ups and resyncs go.
     announce: AnnounceSender,
     metrics: Arc<Metrics>,
@@ -99,7 +112,7 @@ impl RedisCluster {
         let source = Source::new(&settings)?;
         let (push, rx) = tokio::sync::mpsc::unbounded_channel();
         let conns = source.open(push.clone()).await?;
-        let keys = Keys::new(&settings.prefix);
+        let keys = Keys::new(&settings.prefix, source.sharded());
         let incarnation = new_incarnation(&settings.node_id);
         let cluster = RedisCluster {
             inner: Arc::new(Inner {
@@ -110,12 +123,15 @@ impl RedisCluster {
                 conns: RwLock::new(conns),
                 push,
                 own: RwLock::new(vec![incarnation.clone()]),
+                apps: Mutex::new((incarnation.clone(), HashSet::new())),
+                logs: Logs::default(),
                 incarnation: RwLock::new(incarnation),
                 link: Link::default(),
                 epoch: RwLock::new(String::new()),
                 gate: tokio::sync::RwLock::new(()),
                 publish: buslog::publish_script(),
                 resubscribed: tokio::sync::Notify::new(),
+                check_lease: tokio::sync::Notify::new(),
                 announce,
                 metrics,
                 settings,
@@ -123,14 +139,18 @@ impl RedisCluster {
             }),
         };
         cluster.warn_about_twins().await;
+        cluster.load_scripts().await?;
         cluster.register().await?;
         let (_, epoch) = cluster.current_epoch().await?;
         cluster.remember_epoch(epoch);
         let control = cluster.inner.keys.control();
-        cluster.subscriber().subscribe(&control).await?;
+        let control_log = cluster.inner.keys.control_log();
+        cluster.subscriber().listen(&control).await?;
         // Read on the pub/sub connection after subscribing: every message from here on arrives.
-        let checkpoint = buslog::tail(&mut cluster.subscriber(), &cluster.inner.keys.bus_log()).await?.last;
-        tokio::spawn(bus::run(cluster.clone(), rx, checkpoint));
+        cluster.inner.logs.listen(&control_log);
+        let checkpoint = buslog::tail(&mut cluster.subscriber(), &control_log).await?.last;
+        cluster.inner.logs.start(&control_log, checkpoint);
+        tokio::spawn(bus::run(cluster.clone(), rx));
         tokio::spawn(lease::run(cluster.clone()));
         tracing::info!(incarnation = %cluster.incarnation(), "joined the Redis cluster");
         Ok(cluster)
@@ -161,18 +181,19 @@ impl RedisCluster {
     }
 
     /// The connection of the lease task: always tries Redis.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conns.read().unwrap_or_else(|p| p.into_inner()).conn.clone()
     }
 
     /// The pub/sub connection.
-    fn subscriber(&self) -> ConnectionManager {
+    fn subscriber(&self) -> Conn {
         self.inner.conns.read().unwrap_or_else(|p| p.into_inner()).subscriber.clone()
     }
 
-    /// With Sentinel: asks for the primary again and opens new connections to it (the old ones
-    /// may point at a demoted or dead node). A standalone node keeps its connections, which
-    /// reconnect by themselves.
+    /// With Sentinel or a Redis Cluster: opens new connections (to the primary the sentinels
+    /// name now; to the cluster as its seeds describe it now), since the old ones may point at a
+    /// demoted or dead node. A standalone node keeps its connections, which reconnect by
+    /// themselves.
     async fn follow_primary(&self) -> redis::RedisResult<()> {
         if !self.inner.source.follows_failover() {
             return Ok(());
@@ -197,10 +218,7 @@ impl RedisCluster {
     /// Records a Redis failure: the link goes down and this node answers for itself only until
     /// the lease task resyncs. Counted once per outage.
     fn degrade(&self, what: &str, error: &redis::RedisError) {
-        let unreachable = error.is_io_error()
-            || error.is_timeout()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal()
+        let unreachable = unavailable(error)
             || error.to_string().contains("FENCED")
             // A primary demoted by a failover answers writes with READONLY: find the new one.
             || error.code() == Some("READONLY");
@@ -212,6 +230,8 @@ impl RedisCluster {
         if self.inner.link.set(LinkState::Down) != LinkState::Down {
             self.inner.metrics.redis_errors.inc();
             tracing::warn!(%error, what, "Redis unavailable: serving local sockets only, not ready");
+            // The lease task starts trying to resync now, not at its next renewal.
+            self.inner.check_lease.notify_one();
         }
     }
 
@@ -225,94 +245,32 @@ impl RedisCluster {
             tracing::debug!(app_id, "announcer gone: transitions not announced");
         }
     }
+}
 
-    async fn subscribe_bus(&self, app_id: &str, channel: &str) {
-        if self.offline() {
-            return; // the resync subscribes to every local channel
-        }
-        let name = self.inner.keys.bus(app_id, channel);
-        // A pub/sub connection that just dropped reconnects by itself (and the bus log makes up
-        // for what it missed): try again on the new one before degrading the whole node.
-        for attempt in 0..3 {
-            match self.subscriber().subscribe(&name).await {
-                Ok(()) => return,
-                Err(e) if attempt < 2 && (e.is_connection_dropped() || e.is_io_error()) => {
-                    tracing::debug!(error = %e, "subscribing again on a new pub/sub connection");
-                }
-                Err(e) => {
-                    self.degrade("subscribe", &e);
-                    return;
-                }
-            }
-        }
-    }
+/// Whether an error says Redis is not there (or not serving) rather than that it refused a
+/// command: a connection that failed, timed out or dropped, or a cluster not serving.
+fn unavailable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || not_serving(error)
+}
 
-    async fn unsubscribe_bus(&self, app_id: &str, channel: &str) {
-        if self.offline() {
-            return;
-        }
-        let name = self.inner.keys.bus(app_id, channel);
-        if let Err(e) = self.subscriber().unsubscribe(&name).await {
-            self.degrade("unsubscribe", &e);
-        }
-    }
-
-    /// Sends a frame to the other nodes' subscribers of a channel. A timed-out publish counts
-    /// as sent: Redis received it and delivers it when it answers again (a stall, not a loss).
-    async fn broadcast_remote(
-        &self,
-        app_id: &str,
-        channel: &str,
-        frame: &str,
-        except: Option<&str>,
-    ) -> Result<(), FanOutError> {
-        let sender = bus::sender(&self.incarnation(), except);
-        let except = except.filter(|e| !e.starts_with('@'));
-        let payload = bus::encode(&sender, except, frame);
-        match self.publish(&self.inner.keys.bus(app_id, channel), &payload).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.degrade("publish", &e);
-                if e.is_timeout() {
-                    Ok(())
-                } else {
-                    Err(FanOutError::Unreachable(e.to_string()))
-                }
-            }
-        }
-    }
-
-    async fn control(&self, message: String) {
-        if let Err(e) = self.publish(&self.inner.keys.control(), &message).await {
-            self.degrade("publish control", &e);
-        }
-    }
-
-    /// Publishes a message on the bus and logs it, in one script: a node whose pub/sub
-    /// connection broke meanwhile finds it in the log.
-    async fn publish(&self, channel: &str, message: &str) -> redis::RedisResult<()> {
-        let _id: String = self
-            .inner
-            .publish
-            .key(self.inner.keys.bus_log())
-            .arg(channel)
-            .arg(message)
-            .arg(buslog::WINDOW.as_millis() as u64)
-            .invoke_async(&mut self.live())
-            .await?;
-        Ok(())
-    }
-
-    /// Advances every node's bus-log checkpoint (see [`bus::tick`]). A failure is the lease
-    /// task's to notice.
-    async fn tick(&self) {
-        if self.offline() {
-            return;
-        }
-        if let Err(e) = self.publish(&self.inner.keys.control(), &bus::tick(&self.incarnation())).await {
-            tracing::debug!(error = %e, "bus tick not published");
-        }
-    }
+/// Whether Redis is not serving for now, though it is there: a Redis Cluster lost a primary, is
+/// down, is loading, or the client has no connection to the node owning a slot; or the
+/// sentinels name no primary that answers as one (a failover under way, the primary down).
+pub(crate) fn not_serving(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        error.kind(),
+        ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::Server(ServerErrorKind::ClusterDown)
+            | ErrorKind::Server(ServerErrorKind::TryAgain)
+            | ErrorKind::Server(ServerErrorKind::MasterDown)
+            | ErrorKind::Server(ServerErrorKind::BusyLoading)
+    )
 }
 
 /// Transitions a degraded node decided from its registry alone: their frames reach this node's
@@ -324,18 +282,18 @@ fn local_view(transitions: Vec<Transition>) -> Vec<Transition> {
         .map(|t| match t {
             Transition::Occupied { channel, .. } => Transition::Occupied { channel, webhook: false },
             Transition::MemberAdded { channel, member, .. } => {
-                Transition::MemberAdded { channel, member, webhook: false }
+                Transition::MemberAdded { channel, member, webhook: false, seq: 0 }
             }
             Transition::Vacated { channel, .. } => Transition::Vacated { channel, window: Window::Skip },
             Transition::MemberRemoved { channel, user_id, .. } => {
-                Transition::MemberRemoved { channel, user_id, window: Window::Skip }
+                Transition::MemberRemoved { channel, user_id, window: Window::Skip, seq: 0 }
             }
             other => other,
         })
         .collect()
 }
 
-fn member_from(user_id: String, info: String) -> Member {
+pub(super) fn member_from(user_id: String, info: String) -> Member {
     let user_info =
         (!info.is_empty()).then(|| RawValue::from_string(info).ok()).flatten().map(Arc::<RawValue>::from);
     Member { user_id: user_id.into(), user_info }
@@ -351,12 +309,38 @@ impl FanOut for RedisCluster {
         except: Option<&str>,
     ) -> Result<(), FanOutError> {
         self.inner.registry.broadcast(app_id, channel, &frame, except);
-        self.broadcast_remote(app_id, channel, frame.as_str(), except).await
+        self.broadcast_remote(app_id, channel, frame.as_str(), except, 0).await
+    }
+
+    async fn publish_member(
+        &self,
+        app_id: &str,
+        channel: &str,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+        seq: MemberSeq,
+    ) -> Result<(), FanOutError> {
+        self.inner.registry.broadcast_member(app_id, channel, &frame, except, seq);
+        self.broadcast_remote(app_id, channel, frame.as_str(), except, seq).await
+    }
+
+    async fn publish_all(&self, app_id: &str, frames: Vec<super::Outgoing>) -> Result<(), FanOutError> {
+        for out in &frames {
+            self.inner.registry.broadcast(app_id, &out.channel, &out.frame, out.except.as_deref());
+        }
+        match frames.as_slice() {
+            [] => Ok(()),
+            [one] => {
+                self.broadcast_remote(app_id, &one.channel, one.frame.as_str(), one.except.as_deref(), 0)
+                    .await
+            }
+            many => self.broadcast_remote_all(app_id, many).await,
+        }
     }
 
     async fn publish_elsewhere(&self, app_id: &str, channel: &str, frame: Utf8Bytes) {
         // A rejoin's announcement that fails is repeated by the next resync.
-        let _ = self.broadcast_remote(app_id, channel, frame.as_str(), None).await;
+        let _ = self.broadcast_remote(app_id, channel, frame.as_str(), None, 0).await;
     }
 }
 
@@ -366,19 +350,24 @@ impl ChannelState for RedisCluster {
         let _gate = self.inner.gate.read().await;
         let k = &self.inner.keys;
         let me = self.incarnation();
-        let result: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .connect
-            .key(k.conns(app_id))
-            .key(k.nodekeys(&me))
-            .key(k.lease(&me))
-            .arg(&*me)
-            .arg(limit.map_or(-1, |l| l as i64))
-            .arg(Entry::Conns(app_id).encode())
-            .arg(1)
-            .invoke_async(&mut self.live())
-            .await;
+        let mut live = self.live();
+        let result: redis::RedisResult<i64> = match self.enter_app(&mut live, &me, app_id).await {
+            Ok(()) => {
+                self.inner
+                    .scripts
+                    .connect
+                    .key(k.conns(app_id))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(k.alive(app_id, &me))
+                    .arg(&*me)
+                    .arg(limit.map_or(-1, |l| l as i64))
+                    .arg(Entry::Conns(app_id).encode())
+                    .arg(1)
+                    .invoke_async(&mut live)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(0) => false,
             Ok(_) => self.inner.registry.connection_opened(app_id, None),
@@ -412,35 +401,50 @@ impl ChannelState for RedisCluster {
         outbox: Outbox,
         member: Option<Member>,
         max_members: usize,
-    ) -> Result<Vec<Transition>, PresenceFull> {
+    ) -> Result<Joined, PresenceFull> {
         let _gate = self.inner.gate.read().await;
-        let remote = self.try_join(app_id, channel, member.as_ref(), max_members).await;
-        let local_max = if matches!(remote, Ok(Ok(_))) { usize::MAX } else { max_members };
-        let added = match &remote {
-            Ok(Err(full)) => return Err(full.clone()),
-            _ => self.inner.registry.add(app_id, channel, outbox, member.clone(), local_max)?,
-        };
+        let registry = &self.inner.registry;
+        let socket_id = outbox.socket_id().clone();
+        let presence = member.is_some();
+        // The socket is registered and the bus subscribed before the script reads the member
+        // list: a member event published after that read reaches this node, and is held for the
+        // socket until the list's sequence says whether the list showed it. One published before
+        // the bus subscription is of a change the list shows.
+        let seen = if presence { PENDING } else { 0 };
+        let added = registry.add_seen(app_id, channel, outbox, member.clone(), usize::MAX, seen)?;
         if added.subscriptions == 1 {
             self.subscribe_bus(app_id, channel).await;
         }
-        Ok(match remote {
-            Ok(Ok(joined)) => joined.transitions(channel, member),
-            Ok(Err(_)) => unreachable!("handled above"),
+        match self.try_join(app_id, channel, member.as_ref(), max_members).await {
+            Ok(Ok(mut joined)) => {
+                if presence {
+                    registry.members_seen(app_id, channel, &socket_id, joined.seq);
+                }
+                let transitions = joined.transitions(channel, member);
+                Ok(Joined { transitions, members: joined.members.take() })
+            }
+            Ok(Err(full)) => {
+                self.unregister(app_id, channel, &socket_id).await;
+                Err(full)
+            }
             Err(e) => {
                 self.degrade("join", &e);
-                local_view(super::local::joined(channel, &added, member))
+                registry.members_seen(app_id, channel, &socket_id, 0);
+                if added.member_added && registry.stats(app_id, channel).users > max_members {
+                    self.unregister(app_id, channel, &socket_id).await;
+                    return Err(AddError::PresenceFull { max: max_members });
+                }
+                let transitions = local_view(super::local::joined(channel, &added, member));
+                Ok(Joined { transitions, members: presence.then(|| registry.members(app_id, channel)) })
             }
-        })
+        }
     }
 
     async fn leave(&self, app_id: &str, channel: &str, socket_id: &str) -> Vec<Transition> {
         let _gate = self.inner.gate.read().await;
-        let removed = self.inner.registry.remove(app_id, channel, socket_id);
+        let removed = self.unregister(app_id, channel, socket_id).await;
         if !removed.was_subscribed {
             return Vec::new();
-        }
-        if removed.subscriptions == 0 {
-            self.unsubscribe_bus(app_id, channel).await;
         }
         match self.try_leave(app_id, channel, removed.user_id.as_deref()).await {
             Ok(left) => left.transitions(channel, removed.user_id),
@@ -513,10 +517,11 @@ impl ChannelState for RedisCluster {
     }
 
     async fn release(&self, hold: &Hold) -> bool {
-        // Unlisted from its holder's nodekeys either way: the window is over.
+        // Unlisted from its holder's nodekeys either way: the window is over. An unlisted hold
+        // names a key in its own slot that holds nothing.
         let (listing, entry) = match &hold.listed {
             Some((nodekeys, entry)) => (nodekeys.clone(), entry.as_str()),
-            None => (self.inner.keys.nodekeys(&self.incarnation()), ""),
+            None => (format!("{}:unlisted", hold.key), ""),
         };
         // Until Redis says whether the channel or member came back, nothing is sent: a stall or
         // an outage at the end of a window must not turn a flap into a departure. The release
@@ -569,6 +574,10 @@ impl ChannelState for RedisCluster {
 impl Health for RedisCluster {
     fn healthy(&self) -> bool {
         self.inner.link.get() == LinkState::Up
+    }
+
+    async fn ready(&self) -> bool {
+        self.healthy() && self.holds_lease().await
     }
 
     async fn shutdown(&self) {

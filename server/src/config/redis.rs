@@ -23,7 +23,7 @@ pub struct RedisSettings {
     pub prefix: String,
     /// TLS material beyond the system's roots, for `rediss://` URLs.
     pub tls: RedisTls,
-    /// One Redis, or a primary found (and followed) through Sentinel.
+    /// One Redis, a primary found (and followed) through Sentinel, or a Redis Cluster.
     pub mode: RedisMode,
 }
 
@@ -39,6 +39,10 @@ pub enum RedisMode {
         /// The master name the sentinels monitor.
         master: String,
     },
+    /// A Redis Cluster: `url` lists seed nodes (comma-separated); the rest of the cluster, and
+    /// which primary owns which slot, is learned from them and followed through resharding and
+    /// failovers.
+    Cluster,
 }
 
 /// TLS files for Redis: a private CA, and a client certificate for mutual TLS. Read (and
@@ -114,12 +118,13 @@ pub(super) fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Serve
             );
             RedisMode::Standalone
         }
-        (Some("cluster"), _) => {
-            errors.push("redis_mode: Redis Cluster is not supported yet; use standalone or sentinel".into());
-            RedisMode::Standalone
+        (Some("cluster"), None) => RedisMode::Cluster,
+        (Some("cluster"), Some(_)) => {
+            errors.push("--redis-sentinel-master needs --redis-mode sentinel, not cluster".into());
+            RedisMode::Cluster
         }
         (Some(other), _) => {
-            errors.push(format!("redis_mode: expected 'standalone' or 'sentinel', got {other:?}"));
+            errors.push(format!("redis_mode: expected 'standalone', 'sentinel' or 'cluster', got {other:?}"));
             RedisMode::Standalone
         }
     };
@@ -138,7 +143,9 @@ pub(super) fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Serve
             let urls: Vec<&str> = url.split(',').map(str::trim).collect();
             if urls.len() > 1 && redis_mode == RedisMode::Standalone {
                 errors.push(
-                    "redis_url lists several URLs: that is --redis-mode sentinel (with the sentinels)".into(),
+                    "redis_url lists several URLs: that is --redis-mode sentinel (the sentinels) or \
+                     --redis-mode cluster (seed nodes)"
+                        .into(),
                 );
             }
             for one in &urls {
@@ -159,13 +166,6 @@ pub(super) fn cluster_mode(errors: &mut Vec<String>, cli: &Cli, file: &mut Serve
                 errors.push("lease_ttl: must be at least 3 seconds".into());
             }
             check_timer(errors, "lease_ttl", Duration::from_secs(ttl));
-            if tls != RedisTls::default() && redis_mode != RedisMode::Standalone {
-                errors.push(
-                    "--redis-ca-file, --redis-cert-file and --redis-key-file work with --redis-mode standalone only (yet); \
-                     with sentinel, rediss:// URLs use the system's roots"
-                        .into(),
-                );
-            }
             if tls != RedisTls::default() && !urls.iter().all(|u| u.starts_with("rediss://")) {
                 errors.push(
                     "--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL".into(),

@@ -149,7 +149,7 @@ impl Connection {
             return Ok(Subscribed { frame, name, member: None, transitions: Vec::new() });
         }
         let user_id = member.as_ref().map(|m| m.user_id.clone());
-        let transitions = self
+        let joined = self
             .state
             .cluster
             .channels
@@ -163,8 +163,15 @@ impl Connection {
                 )
             })?;
         self.subscriptions.insert(channel.to_owned(), user_id);
-        let frame = self.succeeded(channel, member.is_some()).await;
-        Ok(Subscribed { frame, name, member, transitions })
+        // A presence socket gets the members read with its join: the member events it hears
+        // from then on are the changes that list does not show.
+        let frame = match &joined.members {
+            Some(members) => {
+                frames::presence_subscription_succeeded(channel, members.iter().map(Member::as_ref))
+            }
+            None => self.succeeded(channel, member.is_some()).await,
+        };
+        Ok(Subscribed { frame, name, member, transitions: joined.transitions })
     }
 
     async fn succeeded(&self, channel: &str, presence: bool) -> String {

@@ -227,10 +227,18 @@ fn sentinel_tls_and_certificates_reach_the_pods_as_config_and_files() {
         redis_url: Some("rediss://s1:26379,rediss://s2:26379".into()),
         ..Cli::default()
     };
-    let config = Config::load_with_file(&cli, Some(("herald.toml", &text)));
-    // CA and client certificates are not supported with Sentinel on the server yet: refused.
-    let errors = config.expect_err("refused with a clear message");
-    assert!(errors.iter().any(|e| e.contains("standalone only")), "{errors:?}");
+    let config = Config::load_with_file(&cli, Some(("herald.toml", &text))).expect("loads");
+    match &config.settings.cluster {
+        ClusterMode::Redis(redis) => {
+            assert_eq!(redis.mode, ServerRedisMode::Sentinel { master: "mymaster".into() });
+            assert_eq!(
+                redis.tls.ca_file.as_deref().map(|p| p.display().to_string()).as_deref(),
+                Some("/etc/herald-redis-ca/ca.crt")
+            );
+            assert!(redis.tls.client.is_some(), "the client certificate, for sentinels and data nodes");
+        }
+        other => panic!("{other:?}"),
+    }
     let standalone = cluster(json!({
         "redis": { "mode": "External", "external": {
             "urlSecretRef": { "name": "redis-url" }, "caSecretRef": { "name": "redis-ca" }
@@ -263,6 +271,25 @@ fn sentinel_tls_and_certificates_reach_the_pods_as_config_and_files() {
     match &config.settings.cluster {
         ClusterMode::Redis(redis) => {
             assert_eq!(redis.mode, ServerRedisMode::Sentinel { master: "mymaster".into() })
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A Redis Cluster over TLS with a private CA (ElastiCache with cluster mode and in-transit
+    // encryption): the seed URLs come from the Secret, the CA as a mounted file.
+    let sharded = cluster(json!({
+        "redis": { "mode": "External", "external": {
+            "urlSecretRef": { "name": "redis-url" }, "topology": "Cluster",
+            "caSecretRef": { "name": "redis-ca" }
+        } }
+    }));
+    let text = server_config(&sharded).expect("config");
+    let cli = Cli { redis_url: Some("rediss://c1:6379,rediss://c2:6379".into()), ..cli };
+    let config = Config::load_with_file(&cli, Some(("herald.toml", &text))).expect("loads");
+    match &config.settings.cluster {
+        ClusterMode::Redis(redis) => {
+            assert_eq!(redis.mode, ServerRedisMode::Cluster);
+            assert!(redis.tls.ca_file.is_some());
         }
         other => panic!("{other:?}"),
     }

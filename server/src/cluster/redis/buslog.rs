@@ -1,7 +1,9 @@
 //! The bus log: what closes the gap a broken pub/sub connection leaves. Every message a node
-//! publishes (channel frames and control messages) is appended to one Redis stream by the same
+//! publishes (channel frames and control messages) is appended to a Redis stream by the same
 //! script that publishes it, and the published message starts with its stream id. Redis runs
-//! scripts one at a time, so ids rise in the order subscribers receive messages.
+//! scripts one at a time, so ids rise in the order subscribers receive messages. One Redis has
+//! one log; a Redis Cluster one per bucket of an app's channels and one for the control channel,
+//! each in the slot of the channels it logs ([`super::logs`] keeps a position in each).
 //!
 //! A node keeps a *checkpoint*: a log id up to which it has received every message meant for
 //! it (the id of the last message it received, or the log's last id read on the pub/sub
@@ -40,17 +42,18 @@ impl std::fmt::Display for LogId {
     }
 }
 
-/// KEYS log; ARGV pub/sub channel, message, window ms → the message's log id. The message is
+/// KEYS log; ARGV pub/sub channel, message, window ms, publish command (`PUBLISH`, or
+/// `SPUBLISH` for a shard channel in the log's slot) → the message's log id. The message is
 /// published as `id \n message`; the log keeps `window` ms (trimmed approximately, so a little
 /// more).
-pub fn publish_script() -> Script {
-    Script::new(
-        "local id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[1], 'm', ARGV[2])
+pub const PUBLISH: &str = "local id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[1], 'm', ARGV[2])
          local ms = tonumber(string.match(id, '^(%d+)'))
          redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', ms - tonumber(ARGV[3])))
-         redis.call('PUBLISH', ARGV[1], id .. '\\n' .. ARGV[2])
-         return id",
-    )
+         redis.call(ARGV[4], ARGV[1], id .. '\\n' .. ARGV[2])
+         return id";
+
+pub fn publish_script() -> Script {
+    Script::new(PUBLISH)
 }
 
 /// Splits a received message into its log id and the message published.

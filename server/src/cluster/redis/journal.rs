@@ -1,11 +1,10 @@
 //! The webhook journal in Redis: each request being delivered is kept in its incarnation's
-//! `hooks` hash (listed in its `nodekeys`) from before its first attempt until it is delivered
+//! `hooks` hash (a node-level key) from before its first attempt until it is delivered
 //! or given up, so that the node cleaning up after a dead incarnation finishes its requests —
 //! with the same ids, so receivers can drop a repeat.
 
 use async_trait::async_trait;
 
-use super::keys::Entry;
 use super::RedisCluster;
 use crate::webhooks::{Journal, StoredRequest};
 
@@ -14,16 +13,9 @@ impl Journal for RedisCluster {
     async fn record(&self, request: &StoredRequest) -> Option<String> {
         let json = serde_json::to_string(request).ok()?;
         let me = self.incarnation();
-        let k = &self.inner.keys;
-        let place = k.hooks(&me);
-        let result: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .hset(&place, &request.id, json)
-            .ignore()
-            .sadd(k.nodekeys(&me), Entry::Webhooks.encode())
-            .ignore()
-            .query_async(&mut self.live())
-            .await;
+        let place = self.inner.keys.hooks(&me);
+        let result: redis::RedisResult<()> =
+            redis::cmd("HSET").arg(&place).arg(&request.id).arg(json).query_async(&mut self.live()).await;
         match result {
             Ok(()) => Some(place),
             Err(e) => {

@@ -1,27 +1,39 @@
-//! Leases. Each incarnation renews `{prefix}:lease:{incarnation}` (and its score in
-//! `{prefix}:nodes`) every third of the TTL. Live nodes look up incarnations whose score is in
-//! the past; the one whose `claim` script removes it from `nodes` cleans up after it: takes its
-//! counts away and hands the transitions that causes (vacated, member removed, user offline) to
-//! the announcer. An incarnation that finds its own lease gone (it was cut off and declared
-//! dead) never writes under the old id again: it starts a new incarnation and republishes what
-//! it holds, announcing to the other nodes what they saw disappear.
+//! Leases. Each incarnation renews its `lease` (and its score in `nodes`) every third of the
+//! TTL, and with it the `alive` key of each app it wrote to: the fence its scripts check in the
+//! app's own slot, so no script spans two slots on a Redis Cluster. Live nodes look up
+//! incarnations whose score is in the past; the one whose `claim` script removes it from `nodes`
+//! cleans up after it ([`super::cleanup`]). An incarnation that finds its own lease gone (it was
+//! cut off and declared dead) never writes under the old id again: it starts a new incarnation
+//! and republishes what it holds, announcing to the other nodes what they saw disappear.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use redis::aio::ConnectionLike;
 use redis::AsyncCommands;
 
 use super::keys::Entry;
 use super::live::LinkState;
-use super::membership::{hold_token, HOLD_TTL_MS};
 use super::{new_incarnation, RedisCluster};
 use crate::channels::AppSnapshot;
-use crate::cluster::{Hold, Origin, Transition, Window};
+use crate::cluster::{Origin, Transition};
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RedisCluster {
+    /// Loads every script into Redis (every primary of a Redis Cluster) before the first socket
+    /// needs one: a first call that finds its script missing costs two more round trips, and
+    /// a frame published late is one a node that subscribes meanwhile receives after its
+    /// snapshot already told of it. Again after every resync (a restarted Redis forgot them).
+    pub(super) async fn load_scripts(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn();
+        for script in self.inner.scripts.all().into_iter().chain([&self.inner.publish]) {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     /// Takes the lease of the current incarnation.
     pub(super) async fn register(&self) -> redis::RedisResult<()> {
         let me = self.incarnation();
@@ -62,9 +74,61 @@ impl RedisCluster {
         *self.inner.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
     }
 
+    /// Lists the current incarnation with `app` and sets its `alive` key there, for no longer
+    /// than its lease has left, before its first write to the app: the node that cleans up after
+    /// it finds the app, and a fenced script in the app fails once the lease is gone. Fenced
+    /// itself when the lease is.
+    pub(super) async fn enter_app(
+        &self,
+        conn: &mut impl ConnectionLike,
+        me: &std::sync::Arc<str>,
+        app: &str,
+    ) -> redis::RedisResult<()> {
+        let entered = |apps: &(std::sync::Arc<str>, std::collections::HashSet<String>)| {
+            apps.0 == *me && apps.1.contains(app)
+        };
+        if entered(&self.inner.apps.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let k = &self.inner.keys;
+        let left: i64 =
+            self.inner.scripts.touch_app.key(k.lease(me)).key(k.apps(me)).arg(app).invoke_async(conn).await?;
+        redis::cmd("SET").arg(k.alive(app, me)).arg(1).arg("PX").arg(left).query_async::<()>(conn).await?;
+        let mut apps = self.inner.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if apps.0 == *me {
+            apps.1.insert(app.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether Redis still holds this node's lease, asked by the readiness probe: a Redis that
+    /// restarted empty since the last renewal forgot it, with everything this node published.
+    /// The link then goes down and the lease task resyncs at once.
+    pub(super) async fn holds_lease(&self) -> bool {
+        let me = self.incarnation();
+        let held: redis::RedisResult<bool> = self.conn().exists(self.inner.keys.lease(&me)).await;
+        match held {
+            Ok(true) => true,
+            Ok(false) => {
+                // Only from up: a resync under way (or done since we asked) owns the state.
+                if self.inner.link.replace(LinkState::Up, LinkState::Down) {
+                    tracing::warn!(incarnation = %me, "lease gone (Redis restarted, or this node was declared dead): not ready; rejoining");
+                    self.inner.check_lease.notify_one();
+                }
+                false
+            }
+            Err(e) => {
+                self.degrade("readiness check", &e);
+                false
+            }
+        }
+    }
+
     async fn renew(&self) -> redis::RedisResult<bool> {
         let me = self.incarnation();
         let k = &self.inner.keys;
+        let ttl = self.inner.settings.lease_ttl;
+        let started = std::time::Instant::now();
         let renewed: i64 = self
             .inner
             .scripts
@@ -72,11 +136,35 @@ impl RedisCluster {
             .key(k.lease(&me))
             .key(k.nodes())
             .arg(&*me)
-            .arg(self.inner.settings.lease_ttl.as_millis() as u64)
+            .arg(ttl.as_millis() as u64)
             .arg(now_ms())
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(renewed == 1)
+        if renewed != 1 {
+            return Ok(false);
+        }
+        // The apps' fences follow, never outliving the lease: they start from when it was asked.
+        let apps: Vec<String> = {
+            let apps = self.inner.apps.lock().unwrap_or_else(|p| p.into_inner());
+            if apps.0 != me {
+                return Ok(true);
+            }
+            apps.1.iter().cloned().collect()
+        };
+        // Each app's key in its own slot: one command each, sent at once (one round trip).
+        let left = ttl.saturating_sub(started.elapsed()).as_millis().max(1) as u64;
+        let conn = self.conn();
+        futures_util::future::try_join_all(
+            apps.iter().map(|app| {
+                let mut conn = conn.clone();
+                let key = k.alive(app, &me);
+                async move {
+                    redis::cmd("SET").arg(key).arg(1).arg("PX").arg(left).query_async::<()>(&mut conn).await
+                }
+            }),
+        )
+        .await?;
+        Ok(true)
     }
 
     /// Starts a new incarnation, republishes this node's state under it, then removes the old
@@ -87,12 +175,13 @@ impl RedisCluster {
         // a partial incarnation behind for others to reap, with spurious transitions.
         self.follow_primary().await?;
         redis::cmd("PING").query_async::<()>(&mut self.conn()).await?;
+        self.load_scripts().await?;
         let snapshot = self.inner.registry.snapshot();
         let mut subscriber = self.subscriber();
-        subscriber.subscribe(self.inner.keys.control()).await?;
+        subscriber.listen(&self.inner.keys.control()).await?;
         for app in &snapshot {
             for ch in &app.channels {
-                subscriber.subscribe(self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
+                subscriber.listen(&self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
             }
         }
         // What was published before these subscriptions took hold is in the bus log.
@@ -131,6 +220,8 @@ impl RedisCluster {
             own.push(incarnation.clone());
         }
         drop(own);
+        *self.inner.apps.lock().unwrap_or_else(|p| p.into_inner()) =
+            (incarnation.clone(), Default::default());
         *self.inner.incarnation.write().unwrap_or_else(|p| p.into_inner()) = incarnation;
     }
 
@@ -146,12 +237,13 @@ impl RedisCluster {
         for app in snapshot {
             let a = app.app_id.as_str();
             let mut transitions = Vec::new();
+            self.enter_app(&mut conn, &me, a).await?;
             if app.connections > 0 {
                 let _: i64 = s
                     .connect
                     .key(k.conns(a))
-                    .key(k.nodekeys(&me))
-                    .key(k.lease(&me))
+                    .key(k.nodekeys(a, &me))
+                    .key(k.alive(a, &me))
                     .arg(&*me)
                     .arg(-1)
                     .arg(Entry::Conns(a).encode())
@@ -168,9 +260,9 @@ impl RedisCluster {
                         .key(k.pres(a, c))
                         .key(k.pinfo(a, c))
                         .key(k.pmem(a, c, &me))
-                        .key(k.nodekeys(&me))
+                        .key(k.nodekeys(a, &me))
                         .key(k.held_remove(a, c, &member.user_id))
-                        .key(k.lease(&me))
+                        .key(k.alive(a, &me))
                         .arg(&*member.user_id)
                         .arg(info)
                         .arg(i64::MAX)
@@ -183,6 +275,7 @@ impl RedisCluster {
                             channel: c.into(),
                             member: member.clone(),
                             webhook: added == 1,
+                            seq: 0,
                         });
                     }
                 }
@@ -190,9 +283,9 @@ impl RedisCluster {
                     .join_channel
                     .key(k.chan(a, c))
                     .key(k.channels(a))
-                    .key(k.nodekeys(&me))
+                    .key(k.nodekeys(a, &me))
                     .key(k.held_vacate(a, c))
-                    .key(k.lease(&me))
+                    .key(k.alive(a, &me))
                     .arg(&*me)
                     .arg(c)
                     .arg(Entry::Channel(a, c).encode())
@@ -208,8 +301,8 @@ impl RedisCluster {
                     .user_in
                     .key(k.users(a))
                     .key(k.umem(a, &me))
-                    .key(k.nodekeys(&me))
-                    .key(k.lease(&me))
+                    .key(k.nodekeys(a, &me))
+                    .key(k.alive(a, &me))
                     .arg(&**user)
                     .arg(Entry::Users(a).encode())
                     .arg(*sockets)
@@ -224,188 +317,6 @@ impl RedisCluster {
             }
         }
         Ok(())
-    }
-
-    /// Removes everything `incarnation` held, announcing (with `announce`) the transitions
-    /// that causes. A failed republish removes its half-written incarnation without a word:
-    /// nobody was told about it.
-    pub(super) async fn cleanup(&self, incarnation: &str, announce: bool) -> redis::RedisResult<()> {
-        let k = &self.inner.keys;
-        let s = &self.inner.scripts;
-        // The webhooks this clean-up holds for their window are listed with this node, so the
-        // node that cleans up after it, should it die within the window, takes them over.
-        let me = self.incarnation();
-        let mut conn = self.conn();
-        let mut entries: Vec<String> = conn.smembers(k.nodekeys(incarnation)).await?;
-        // Counts first, announcements after: whoever reacts to a member_removed must already
-        // see the dead incarnation's subscriptions gone.
-        entries.sort_by_key(|e| match e.as_bytes().first() {
-            Some(b'c') | Some(b'n') => 0,
-            _ => 1,
-        });
-        let mut announced: Vec<(String, Origin, Vec<Transition>)> = Vec::new();
-        let mut resumed: Vec<crate::webhooks::StoredRequest> = Vec::new();
-        let mut add_as = |app: &str, origin: Origin, t: Transition| match announced
-            .iter_mut()
-            .find(|(a, o, _)| a == app && *o == origin)
-        {
-            Some((_, _, list)) => list.push(t),
-            None => announced.push((app.to_owned(), origin, vec![t])),
-        };
-        for raw in &entries {
-            let Some(entry) = Entry::decode(raw) else { continue };
-            match entry {
-                Entry::Channel(a, c) => {
-                    let entry = Entry::HeldVacate(a, c).encode();
-                    let hold = Hold {
-                        key: k.held_vacate(a, c),
-                        token: hold_token(),
-                        listed: Some((k.nodekeys(&me), entry.clone())),
-                    };
-                    let vacated: i64 = s
-                        .clean_channel
-                        .key(k.chan(a, c))
-                        .key(k.channels(a))
-                        .key(&hold.key)
-                        .key(k.nodekeys(&me))
-                        .arg(incarnation)
-                        .arg(c)
-                        .arg(&hold.token)
-                        .arg(HOLD_TTL_MS)
-                        .arg(&entry)
-                        .invoke_async(&mut conn)
-                        .await?;
-                    if vacated == 1 {
-                        add_as(
-                            a,
-                            Origin::reaped(incarnation),
-                            Transition::Vacated { channel: c.into(), window: Window::Cluster(hold) },
-                        );
-                    }
-                }
-                Entry::Presence(a, c) => {
-                    let token = hold_token();
-                    let gone: Vec<String> = s
-                        .clean_hash
-                        .key(k.pres(a, c))
-                        .key(k.pinfo(a, c))
-                        .key(k.pmem(a, c, incarnation))
-                        .key(k.nodekeys(&me))
-                        .arg(k.held_removes(a, c))
-                        .arg(&token)
-                        .arg(HOLD_TTL_MS)
-                        .arg(Entry::HeldRemove(a, c, "").encode())
-                        .invoke_async(&mut conn)
-                        .await?;
-                    for user_id in gone {
-                        let listed = Some((k.nodekeys(&me), Entry::HeldRemove(a, c, &user_id).encode()));
-                        let hold = Hold { key: k.held_remove(a, c, &user_id), token: token.clone(), listed };
-                        let user_id = user_id.into();
-                        let window = Window::Cluster(hold);
-                        add_as(
-                            a,
-                            Origin::reaped(incarnation),
-                            Transition::MemberRemoved { channel: c.into(), user_id, window },
-                        );
-                    }
-                }
-                Entry::Users(a) => {
-                    let offline: Vec<String> = s
-                        .clean_hash
-                        .key(k.users(a))
-                        .key(k.users(a))
-                        .key(k.umem(a, incarnation))
-                        .key(k.nodekeys(&me))
-                        .arg("")
-                        .arg("")
-                        .arg(0)
-                        .arg("")
-                        .invoke_async(&mut conn)
-                        .await?;
-                    for user_id in offline {
-                        add_as(
-                            a,
-                            Origin::reaped(incarnation),
-                            Transition::UserOffline { user_id: user_id.into() },
-                        );
-                    }
-                }
-                Entry::Conns(a) => {
-                    let _: i64 = conn.hdel(k.conns(a), incarnation).await?;
-                }
-                // A webhook the dead incarnation held for its window: still held (nobody came
-                // back), so this node takes it over and ends its window.
-                // Requests the dead incarnation was delivering: finished here, unless they are
-                // this process's own (a resync's old incarnation: still delivered from memory).
-                Entry::Webhooks => {
-                    let stored: Vec<(String, String)> = conn.hgetall(k.hooks(incarnation)).await?;
-                    let _: i64 = conn.del(k.hooks(incarnation)).await?;
-                    if !self.is_own(incarnation) {
-                        resumed.extend(
-                            stored.into_iter().filter_map(|(_, json)| serde_json::from_str(&json).ok()),
-                        );
-                    }
-                }
-                Entry::HeldVacate(a, c) => {
-                    let key = k.held_vacate(a, c);
-                    let token: Option<String> = conn.get(&key).await?;
-                    // `token#releaser`: released already, its webhook sent.
-                    if let Some(token) = token.filter(|t| !t.contains('#')) {
-                        let listed = self.list_hold(&mut conn, &me, Entry::HeldVacate(a, c)).await?;
-                        let window = Window::Cluster(Hold { key, token, listed });
-                        add_as(a, Origin::Takeover, Transition::Vacated { channel: c.into(), window });
-                    }
-                }
-                Entry::HeldRemove(a, c, user) => {
-                    let key = k.held_remove(a, c, user);
-                    let token: Option<String> = conn.get(&key).await?;
-                    if let Some(token) = token.filter(|t| !t.contains('#')) {
-                        let listed = self.list_hold(&mut conn, &me, Entry::HeldRemove(a, c, user)).await?;
-                        let window = Window::Cluster(Hold { key, token, listed });
-                        let t = Transition::MemberRemoved { channel: c.into(), user_id: user.into(), window };
-                        add_as(a, Origin::Takeover, t);
-                    }
-                }
-            }
-        }
-        // Leaving `nodes` comes last: until then, a clean-up cut short is found and finished by
-        // another node (every step above is idempotent).
-        redis::pipe()
-            .atomic()
-            .del(k.nodekeys(incarnation))
-            .ignore()
-            .del(k.lease(incarnation))
-            .ignore()
-            .del(k.claim(incarnation))
-            .ignore()
-            .zrem(k.nodes(), incarnation)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        self.inner.metrics.cleanups.inc();
-        if announce {
-            for (app_id, origin, transitions) in announced {
-                self.announce(&app_id, origin, transitions);
-            }
-            if !resumed.is_empty() {
-                tracing::warn!(count = resumed.len(), dead = %incarnation, "taking over webhook deliveries");
-                let _ = self.inner.announce.send(crate::cluster::Announcement::Resume(resumed));
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists a hold this node took over with it (see [`Entry::HeldVacate`]), for its release to
-    /// unlist.
-    async fn list_hold(
-        &self,
-        conn: &mut redis::aio::ConnectionManager,
-        me: &str,
-        entry: Entry<'_>,
-    ) -> redis::RedisResult<Option<(String, String)>> {
-        let (nodekeys, entry) = (self.inner.keys.nodekeys(me), entry.encode());
-        let _: i64 = conn.sadd(&nodekeys, &entry).await?;
-        Ok(Some((nodekeys, entry)))
     }
 
     /// How long a claim keeps other nodes off a dead incarnation's clean-up: two lease TTLs.
@@ -442,42 +353,69 @@ impl RedisCluster {
     }
 }
 
+/// The first wait before a failed resync is tried again.
+const RESYNC_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest wait between resync attempts (shorter when a third of the lease is).
+const RESYNC_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Renews the lease, resyncs after trouble, reaps dead members; until the cluster stops.
 pub(super) async fn run(cluster: RedisCluster) {
     let inner = &cluster.inner;
     let mut tick = tokio::time::interval(inner.settings.lease_ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After this node was cut off, it reaps nobody for one lease: others cut off by the same
+    // outage (every node, when a Redis or the primary holding the leases was away longer than
+    // a lease) find their leases gone and rejoin by themselves, with no member or channel
+    // passing through zero. Reaping them first would tell clients they left and came back.
+    let mut reap_from = std::time::Instant::now();
+    // A failed resync is retried sooner than the next renewal, so a node is ready again soon
+    // after Redis is; doubling up to the renewal period (or two seconds) while Redis stays away.
+    let retry_cap = (inner.settings.lease_ttl / 3).min(RESYNC_RETRY_CAP);
+    let mut retry = RESYNC_RETRY_MIN;
     loop {
+        let down = inner.link.get() == LinkState::Down;
         tokio::select! {
             _ = inner.stopped.cancelled() => return,
             _ = tick.tick() => {}
+            _ = inner.check_lease.notified() => {}
+            _ = tokio::time::sleep(retry), if down => {}
         }
-        if inner.link.get() != LinkState::Down {
-            let started = std::time::Instant::now();
-            let renewed = cluster.renew().await;
-            inner.metrics.redis_latency.observe(started.elapsed().as_secs_f64());
-            match renewed {
-                Ok(true) => {
-                    inner.metrics.lease_renewals.inc();
-                }
-                Ok(false) => {
-                    tracing::warn!(incarnation = %cluster.incarnation(), "lease lost: this node was declared dead; rejoining");
-                    inner.link.set(LinkState::Down);
-                }
-                Err(e) => cluster.degrade("renew lease", &e),
+        // Renewed while the link is down too: a node that reaches the leases but not some
+        // other part of Redis (a Redis Cluster shard failing over) still holds its sockets, so
+        // it must not be declared dead and its members announced gone, then back.
+        let down = inner.link.get() == LinkState::Down;
+        let started = std::time::Instant::now();
+        let renewed = cluster.renew().await;
+        inner.metrics.redis_latency.observe(started.elapsed().as_secs_f64());
+        match renewed {
+            Ok(true) => {
+                inner.metrics.lease_renewals.inc();
             }
+            Ok(false) if !down => {
+                tracing::warn!(incarnation = %cluster.incarnation(), "lease gone (Redis restarted empty, or this node was declared dead): rejoining");
+                inner.link.set(LinkState::Down);
+            }
+            Err(e) if !down => cluster.degrade("renew lease", &e),
+            // Down already: the resync below tries again.
+            Ok(false) | Err(_) => {}
         }
         if inner.link.get() == LinkState::Down {
             match cluster.resync().await {
                 Ok(()) => {
                     inner.link.set(LinkState::Up);
+                    reap_from = std::time::Instant::now() + inner.settings.lease_ttl;
+                    retry = RESYNC_RETRY_MIN;
                 }
                 Err(e) => {
                     inner.metrics.redis_errors.inc();
-                    tracing::debug!(error = %e, "resync failed; retrying");
+                    tracing::debug!(error = %e, ?retry, "resync failed; retrying");
+                    retry = (retry * 2).min(retry_cap);
                     continue;
                 }
             }
+        }
+        if std::time::Instant::now() < reap_from {
+            continue;
         }
         if let Err(e) = cluster.reap().await {
             cluster.degrade("reap", &e);

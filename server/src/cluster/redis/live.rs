@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use redis::aio::ConnectionManager;
+use super::conn::Conn;
 
 /// Where this node stands with Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,11 @@ impl Link {
         }
     }
 
+    /// Sets `to` only if the state is still `from`; whether it did.
+    pub(super) fn replace(&self, from: LinkState, to: LinkState) -> bool {
+        self.0.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
     /// Sets the state; returns the one before.
     pub(super) fn set(&self, state: LinkState) -> LinkState {
         match self.0.swap(state as u8, Ordering::AcqRel) {
@@ -44,8 +49,9 @@ impl Link {
 }
 
 /// A connection that refuses at once while the link is down.
+#[derive(Clone)]
 pub(super) struct Live {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
     pub(super) offline: bool,
 }
 

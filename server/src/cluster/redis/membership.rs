@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::keys::Entry;
-use super::RedisCluster;
-use crate::channels::{AddError, Member};
+use super::{member_from, RedisCluster};
+use crate::channels::{AddError, Member, MemberSeq, Removed};
 use crate::cluster::{Hold, Transition, Window};
 
 /// How long a held webhook's key lives in Redis: well past the 3 s window, so the node that
@@ -31,18 +31,22 @@ pub(super) struct RemoteJoin {
     /// The member came back within its removal window.
     member_returned: bool,
     count: u64,
+    /// The member sequence the members were read at: this member's addition, when it was added.
+    pub(super) seq: MemberSeq,
+    /// The members, on a presence channel, read in the same script as `seq`.
+    pub(super) members: Option<Vec<Member>>,
 }
 
 impl RemoteJoin {
     /// Occupied, member added, subscription count: the order the announcer wants.
-    pub(super) fn transitions(self, channel: &str, member: Option<Member>) -> Vec<Transition> {
+    pub(super) fn transitions(&self, channel: &str, member: Option<Member>) -> Vec<Transition> {
         let mut out = Vec::with_capacity(3);
         if self.occupied {
             out.push(Transition::Occupied { channel: channel.to_owned(), webhook: !self.channel_returned });
         }
         if let (true, Some(member)) = (self.member_added, member) {
-            let webhook = !self.member_returned;
-            out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook });
+            let (webhook, seq) = (!self.member_returned, self.seq);
+            out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook, seq });
         }
         out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
         out
@@ -55,6 +59,8 @@ pub(super) struct RemoteLeave {
     vacated: Option<Hold>,
     /// The member's removal webhook, held.
     member_removed: Option<Hold>,
+    /// The removal's number in the member sequence.
+    seq: MemberSeq,
     count: u64,
 }
 
@@ -67,14 +73,24 @@ impl RemoteLeave {
         }
         out.push(Transition::SubscriptionCount { channel: channel.to_owned(), count: self.count });
         if let (Some(hold), Some(user_id)) = (self.member_removed, user_id) {
-            let window = Window::Cluster(hold);
-            out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window });
+            let (window, seq) = (Window::Cluster(hold), self.seq);
+            out.push(Transition::MemberRemoved { channel: channel.to_owned(), user_id, window, seq });
         }
         out
     }
 }
 
 impl RedisCluster {
+    /// Takes a socket out of this node's registry, and the node off the channel's bus when it
+    /// was the last local subscriber.
+    pub(super) async fn unregister(&self, app_id: &str, channel: &str, socket_id: &str) -> Removed {
+        let removed = self.inner.registry.remove(app_id, channel, socket_id);
+        if removed.was_subscribed && removed.subscriptions == 0 {
+            self.unsubscribe_bus(app_id, channel).await;
+        }
+        removed
+    }
+
     pub(super) async fn try_join(
         &self,
         app_id: &str,
@@ -85,53 +101,70 @@ impl RedisCluster {
         let k = &self.inner.keys;
         let me = self.incarnation();
         let mut conn = self.live();
+        self.enter_app(&mut conn, &me, app_id).await?;
         let (mut member_added, mut member_returned) = (false, false);
-        if let Some(m) = member {
-            let info = m.user_info.as_ref().map_or("", |i| i.get());
-            let added: i64 = self
-                .inner
-                .scripts
-                .presence_join
-                .key(k.pres(app_id, channel))
-                .key(k.pinfo(app_id, channel))
-                .key(k.pmem(app_id, channel, &me))
-                .key(k.nodekeys(&me))
-                .key(k.held_remove(app_id, channel, &m.user_id))
-                .key(k.lease(&me))
-                .arg(&*m.user_id)
-                .arg(info)
-                .arg(max_members)
-                .arg(Entry::Presence(app_id, channel).encode())
-                .arg(1)
-                .invoke_async(&mut conn)
-                .await?;
-            if added < 0 {
-                return Ok(Err(AddError::PresenceFull { max: max_members }));
+        let (mut seq, mut members) = (0, None);
+        let scripts = &self.inner.scripts;
+        let (before, after, returned): (u64, u64, u64) = match member {
+            // One script for the member and the subscription: one round trip.
+            Some(m) => {
+                let info = m.user_info.as_ref().map_or("", |i| i.get());
+                type Answer = (i64, u64, u64, u64, MemberSeq, Vec<(String, String)>);
+                let (added, before, after, returned, read_at, list): Answer = scripts
+                    .presence_join_channel
+                    .key(k.pres(app_id, channel))
+                    .key(k.pinfo(app_id, channel))
+                    .key(k.pmem(app_id, channel, &me))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(k.held_remove(app_id, channel, &m.user_id))
+                    .key(k.chan(app_id, channel))
+                    .key(k.channels(app_id))
+                    .key(k.held_vacate(app_id, channel))
+                    .key(k.pseq(app_id))
+                    .key(k.alive(app_id, &me))
+                    .arg(&*m.user_id)
+                    .arg(info)
+                    .arg(max_members)
+                    .arg(Entry::Presence(app_id, channel).encode())
+                    .arg(1)
+                    .arg(&*me)
+                    .arg(channel)
+                    .arg(Entry::Channel(app_id, channel).encode())
+                    .invoke_async(&mut conn)
+                    .await?;
+                if added < 0 {
+                    return Ok(Err(AddError::PresenceFull { max: max_members }));
+                }
+                member_added = added >= 1;
+                member_returned = added == 2;
+                seq = read_at;
+                members = Some(list.into_iter().map(|(id, info)| member_from(id, info)).collect());
+                (before, after, returned)
             }
-            member_added = added >= 1;
-            member_returned = added == 2;
-        }
-        let (before, after, returned): (u64, u64, u64) = self
-            .inner
-            .scripts
-            .join_channel
-            .key(k.chan(app_id, channel))
-            .key(k.channels(app_id))
-            .key(k.nodekeys(&me))
-            .key(k.held_vacate(app_id, channel))
-            .key(k.lease(&me))
-            .arg(&*me)
-            .arg(channel)
-            .arg(Entry::Channel(app_id, channel).encode())
-            .arg(1)
-            .invoke_async(&mut conn)
-            .await?;
+            None => {
+                scripts
+                    .join_channel
+                    .key(k.chan(app_id, channel))
+                    .key(k.channels(app_id))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(k.held_vacate(app_id, channel))
+                    .key(k.alive(app_id, &me))
+                    .arg(&*me)
+                    .arg(channel)
+                    .arg(Entry::Channel(app_id, channel).encode())
+                    .arg(1)
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+        };
         Ok(Ok(RemoteJoin {
             occupied: before == 0,
             channel_returned: returned == 1,
             member_added,
             member_returned,
             count: after,
+            seq,
+            members,
         }))
     }
 
@@ -144,54 +177,67 @@ impl RedisCluster {
         let k = &self.inner.keys;
         let me = self.incarnation();
         let mut conn = self.live();
-        let mut member_removed = None;
-        if let Some(user) = user_id {
-            let entry = Entry::HeldRemove(app_id, channel, user).encode();
-            let hold = Hold {
-                key: k.held_remove(app_id, channel, user),
-                token: hold_token(),
-                listed: Some((k.nodekeys(&me), entry.clone())),
-            };
-            let gone: i64 = self
-                .inner
-                .scripts
-                .presence_leave
-                .key(k.pres(app_id, channel))
-                .key(k.pinfo(app_id, channel))
-                .key(k.pmem(app_id, channel, &me))
-                .key(k.nodekeys(&me))
-                .key(&hold.key)
-                .arg(user)
-                .arg(Entry::Presence(app_id, channel).encode())
-                .arg(&hold.token)
-                .arg(HOLD_TTL_MS)
-                .arg(&entry)
-                .invoke_async(&mut conn)
-                .await?;
-            member_removed = (gone == 1).then_some(hold);
-        }
         let entry = Entry::HeldVacate(app_id, channel).encode();
-        let hold = Hold {
+        let vacate = Hold {
             key: k.held_vacate(app_id, channel),
             token: hold_token(),
-            listed: Some((k.nodekeys(&me), entry.clone())),
+            listed: Some((k.nodekeys(app_id, &me), entry.clone())),
         };
-        let total: i64 = self
-            .inner
-            .scripts
-            .leave_channel
-            .key(k.chan(app_id, channel))
-            .key(k.channels(app_id))
-            .key(k.nodekeys(&me))
-            .key(&hold.key)
-            .arg(&*me)
-            .arg(channel)
-            .arg(Entry::Channel(app_id, channel).encode())
-            .arg(&hold.token)
-            .arg(HOLD_TTL_MS)
-            .arg(&entry)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(RemoteLeave { vacated: (total == 0).then_some(hold), member_removed, count: total.max(0) as u64 })
+        let scripts = &self.inner.scripts;
+        let (member_removed, total, seq) = match user_id {
+            // One script for the member and the subscription: one round trip.
+            Some(user) => {
+                let member_entry = Entry::HeldRemove(app_id, channel, user).encode();
+                let hold = Hold {
+                    key: k.held_remove(app_id, channel, user),
+                    token: hold_token(),
+                    listed: Some((k.nodekeys(app_id, &me), member_entry.clone())),
+                };
+                let (gone, total, seq): (i64, i64, MemberSeq) = scripts
+                    .presence_leave_channel
+                    .key(k.pres(app_id, channel))
+                    .key(k.pinfo(app_id, channel))
+                    .key(k.pmem(app_id, channel, &me))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(&hold.key)
+                    .key(k.chan(app_id, channel))
+                    .key(k.channels(app_id))
+                    .key(&vacate.key)
+                    .key(k.pseq(app_id))
+                    .arg(user)
+                    .arg(Entry::Presence(app_id, channel).encode())
+                    .arg(&hold.token)
+                    .arg(HOLD_TTL_MS)
+                    .arg(&member_entry)
+                    .arg(&*me)
+                    .arg(channel)
+                    .arg(Entry::Channel(app_id, channel).encode())
+                    .arg(&vacate.token)
+                    .arg(&entry)
+                    .invoke_async(&mut conn)
+                    .await?;
+                ((gone == 1).then_some(hold), total, seq)
+            }
+            None => {
+                let total: i64 = scripts
+                    .leave_channel
+                    .key(k.chan(app_id, channel))
+                    .key(k.channels(app_id))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(&vacate.key)
+                    .arg(&*me)
+                    .arg(channel)
+                    .arg(Entry::Channel(app_id, channel).encode())
+                    .arg(&vacate.token)
+                    .arg(HOLD_TTL_MS)
+                    .arg(&entry)
+                    .invoke_async(&mut conn)
+                    .await?;
+                (None, total, 0)
+            }
+        };
+        let hold = vacate;
+        let (vacated, count) = ((total == 0).then_some(hold), total.max(0) as u64);
+        Ok(RemoteLeave { vacated, member_removed, seq, count })
     }
 }

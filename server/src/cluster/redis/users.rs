@@ -21,19 +21,24 @@ impl Users for RedisCluster {
         let local_first = self.inner.registry.sign_in(app_id, user_id, outbox);
         let k = &self.inner.keys;
         let me = self.incarnation();
-        let result: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .user_in
-            .key(k.users(app_id))
-            .key(k.umem(app_id, &me))
-            .key(k.nodekeys(&me))
-            .key(k.lease(&me))
-            .arg(&**user_id)
-            .arg(Entry::Users(app_id).encode())
-            .arg(1)
-            .invoke_async(&mut self.live())
-            .await;
+        let mut live = self.live();
+        let result: redis::RedisResult<i64> = match self.enter_app(&mut live, &me, app_id).await {
+            Ok(()) => {
+                self.inner
+                    .scripts
+                    .user_in
+                    .key(k.users(app_id))
+                    .key(k.umem(app_id, &me))
+                    .key(k.nodekeys(app_id, &me))
+                    .key(k.alive(app_id, &me))
+                    .arg(&**user_id)
+                    .arg(Entry::Users(app_id).encode())
+                    .arg(1)
+                    .invoke_async(&mut live)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let first = match result {
             Ok(first) => first == 1,
             Err(e) => {
