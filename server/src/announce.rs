@@ -97,11 +97,14 @@ impl Announcer {
         origin: &Origin,
         transitions: Vec<Transition>,
     ) {
+        // Departures whose window ended unsent, each to go out with the return that found it.
+        let mut overdue: Vec<(String, Option<Arc<str>>)> = Vec::new();
         for transition in transitions {
             match transition {
                 Transition::Occupied { channel, webhook } => {
                     if webhook {
-                        self.webhook(app, WebhookEvent::ChannelOccupied { channel });
+                        let back = WebhookEvent::ChannelOccupied { channel: channel.clone() };
+                        self.arrival_webhook(app, &mut overdue, (channel, None), back);
                     }
                 }
                 Transition::Vacated { channel, window } => {
@@ -111,8 +114,11 @@ impl Announcer {
                     let frame = frames::member_added(&channel, member.as_ref());
                     self.member_event(app_id, &channel, frame, origin, seq).await;
                     if webhook {
-                        let user_id = member.user_id.to_string();
-                        self.webhook(app, WebhookEvent::MemberAdded { channel, user_id });
+                        let back = WebhookEvent::MemberAdded {
+                            channel: channel.clone(),
+                            user_id: member.user_id.to_string(),
+                        };
+                        self.arrival_webhook(app, &mut overdue, (channel, Some(member.user_id)), back);
                     }
                 }
                 Transition::MemberRemoved { channel, user_id, window, seq } => {
@@ -130,6 +136,7 @@ impl Announcer {
                     };
                     self.member_event(app_id, &channel, frame, origin, seq).await;
                 }
+                Transition::Overdue { channel, user_id } => overdue.push((channel, user_id)),
                 Transition::SubscriptionCount { channel, count } => {
                     if let Some(app) =
                         app.filter(|a| a.subscription_count && !channel.starts_with("presence-"))
@@ -147,6 +154,28 @@ impl Announcer {
                 }
             }
         }
+        // Not followed by their return (not expected): sent alone.
+        for (channel, user_id) in overdue {
+            if let Some(app) = app {
+                self.webhooks.emit_settled(app, departure(channel, user_id));
+            }
+        }
+    }
+
+    /// A `channel_occupied` / `member_added` webhook, after the overdue departure it follows
+    /// (`who`: the channel, and the member for a member event) in the same request, if any.
+    fn arrival_webhook(
+        &self,
+        app: Option<&Arc<App>>,
+        overdue: &mut Vec<(String, Option<Arc<str>>)>,
+        who: (String, Option<Arc<str>>),
+        back: WebhookEvent,
+    ) {
+        let (Some(app), Some(i)) = (app, overdue.iter().position(|o| *o == who)) else {
+            return self.webhook(app, back);
+        };
+        let (channel, user_id) = overdue.swap_remove(i);
+        self.webhooks.emit_in_order(app, vec![departure(channel, user_id), back]);
     }
 
     fn webhook(&self, app: Option<&Arc<App>>, event: WebhookEvent) {
@@ -241,6 +270,14 @@ impl Announcer {
         let event =
             WebhookEvent::SubscriptionCount { channel: channel.to_owned(), subscription_count: count };
         self.webhooks.emit(app, event);
+    }
+}
+
+/// The webhook of a departure: `channel_vacated`, or `member_removed` for a member.
+fn departure(channel: String, user_id: Option<Arc<str>>) -> WebhookEvent {
+    match user_id {
+        None => WebhookEvent::ChannelVacated { channel },
+        Some(user_id) => WebhookEvent::MemberRemoved { channel, user_id: user_id.to_string() },
     }
 }
 

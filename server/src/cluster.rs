@@ -74,6 +74,16 @@ pub enum Transition {
         /// The change's number in the app's member sequence ([`MemberSeq`]).
         seq: MemberSeq,
     },
+    /// A departure — `channel_vacated` without a user, `member_removed` with one — whose window
+    /// had ended with its webhook unsent (its holder stalled or died) when the channel or
+    /// member came back: the webhook goes out now, before the return's. Its frame went out when
+    /// it happened.
+    Overdue {
+        /// The channel.
+        channel: String,
+        /// The member who had left, for a `member_removed`.
+        user_id: Option<Arc<str>>,
+    },
     /// A socket subscribed to or unsubscribed from a channel: its cluster-wide count now.
     SubscriptionCount {
         /// The channel.

@@ -149,6 +149,9 @@ enum Work {
     Event(Queued),
     /// A request another node started, to finish.
     Resume(StoredRequest),
+    /// Events whose windows were kept elsewhere that must reach each target in this order, in
+    /// one request (see [`Webhooks::emit_in_order`]).
+    InOrder(Arc<App>, Vec<WebhookEvent>),
 }
 
 /// An event with its app, on its way to the worker.
@@ -268,6 +271,24 @@ impl Webhooks {
         self.queue(app, event, true);
     }
 
+    /// Queues events, their windows kept elsewhere, that each target must get in this order:
+    /// they go in one request (an overdue departure and the return that found it — sent apart,
+    /// they could arrive the other way round, and a receiver would keep the departure).
+    pub fn emit_in_order(&self, app: &Arc<App>, events: Vec<WebhookEvent>) {
+        let wanted = |e: &WebhookEvent| app.webhooks.iter().any(|t| t.wants(e.kind(), e.channel()));
+        let queued = events.iter().filter(|e| wanted(e)).count();
+        if queued == 0 {
+            return;
+        }
+        self.metrics.queued.get_or_create(&AppLabel::new(&app.id)).inc_by(queued as u64);
+        let kinds: Vec<WebhookKind> = events.iter().map(WebhookEvent::kind).collect();
+        if let Err(e) = self.tx.try_send(Work::InOrder(app.clone(), events)) {
+            for kind in kinds {
+                self.dropped(app, &e, kind);
+            }
+        }
+    }
+
     /// Finishes requests a dead node was delivering: the same ids, the rest of their retry
     /// schedule.
     pub fn resume(&self, requests: Vec<StoredRequest>) {
@@ -292,13 +313,17 @@ impl Webhooks {
         }
         self.metrics.queued.get_or_create(&AppLabel::new(&app.id)).inc();
         if let Err(e) = self.tx.try_send(Work::Event(Queued { app: app.clone(), event, settled })) {
-            let reason = match e {
-                mpsc::error::TrySendError::Full(_) => "queue_full",
-                mpsc::error::TrySendError::Closed(_) => "shutting_down",
-            };
-            tracing::warn!(app_id = %app.id, ?kind, reason, "webhook event dropped");
-            self.metrics.drop(&app.id, reason);
+            self.dropped(app, &e, kind);
         }
+    }
+
+    fn dropped(&self, app: &App, e: &mpsc::error::TrySendError<Work>, kind: WebhookKind) {
+        let reason = match e {
+            mpsc::error::TrySendError::Full(_) => "queue_full",
+            mpsc::error::TrySendError::Closed(_) => "shutting_down",
+        };
+        tracing::warn!(app_id = %app.id, ?kind, reason, "webhook event dropped");
+        self.metrics.drop(&app.id, reason);
     }
 }
 
@@ -333,9 +358,10 @@ impl Recorded {
     /// Every event emitted so far, with its app id and whether its window was kept elsewhere.
     pub(crate) fn drain_settled(&mut self) -> Vec<(String, WebhookEvent, bool)> {
         std::iter::from_fn(|| self.0.try_recv().ok())
-            .filter_map(|w| match w {
-                Work::Event(q) => Some((q.app.id.clone(), q.event, q.settled)),
-                Work::Resume(_) => None,
+            .flat_map(|w| match w {
+                Work::Event(q) => vec![(q.app.id.clone(), q.event, q.settled)],
+                Work::InOrder(app, events) => events.into_iter().map(|e| (app.id.clone(), e, true)).collect(),
+                Work::Resume(_) => Vec::new(),
             })
             .collect()
     }

@@ -216,3 +216,29 @@ async fn a_returned_member_or_channel_sends_no_webhook_and_a_held_one_goes_after
         "sent after the window, not held again by the webhook queue"
     );
 }
+
+#[tokio::test]
+async fn an_overdue_departure_goes_with_its_return_and_no_frame() {
+    let mut f = fixture(false);
+    let mut other = subscriber(&f.registry, "presence-a", "1.1");
+    let transitions = vec![
+        Transition::Overdue { channel: "presence-a".into(), user_id: None },
+        Transition::Occupied { channel: "presence-a".into(), webhook: true },
+        Transition::Overdue { channel: "presence-a".into(), user_id: Some("u".into()) },
+        Transition::MemberAdded { channel: "presence-a".into(), member: member("u"), webhook: true, seq: 0 },
+    ];
+    f.announcer.announce(&f.app, &Origin::Socket("1.2".into()), transitions).await;
+    let heard = frames(&mut other);
+    assert!(heard.len() == 1 && heard[0].contains("pusher_internal:member_added"), "{heard:?}");
+    let (ch, u) = (|| "presence-a".to_owned(), || "u".to_owned());
+    assert_eq!(
+        f.hooks.drain_settled(),
+        vec![
+            ("1".to_owned(), WebhookEvent::ChannelVacated { channel: ch() }, true),
+            ("1".to_owned(), WebhookEvent::ChannelOccupied { channel: ch() }, true),
+            ("1".to_owned(), WebhookEvent::MemberRemoved { channel: ch(), user_id: u() }, true),
+            ("1".to_owned(), WebhookEvent::MemberAdded { channel: ch(), user_id: u() }, true),
+        ],
+        "each departure, settled, just before its return"
+    );
+}

@@ -95,6 +95,7 @@ impl Worker {
                 work = rx.recv() => match work {
                     Some(Work::Event(q)) => self.accept(q),
                     Some(Work::Resume(r)) => self.resume(r),
+                    Some(Work::InOrder(app, events)) => self.ready_in_order(app, events),
                     None => break,
                 },
                 Some(expired) = self.held.next(), if !self.held.is_empty() => {
@@ -114,6 +115,7 @@ impl Worker {
             match work {
                 Work::Event(q) => self.accept(q),
                 Work::Resume(r) => self.resume(r),
+                Work::InOrder(app, events) => self.ready_in_order(app, events),
             }
         }
         for key in std::mem::take(&mut self.held_keys).into_values() {
@@ -158,6 +160,17 @@ impl Worker {
             deadline: Instant::now() + window,
         });
         batch.events.push(q.event);
+    }
+
+    /// Events to send in this order: one request per target now, or the app's batch (itself
+    /// one request).
+    fn ready_in_order(&mut self, app: Arc<App>, events: Vec<WebhookEvent>) {
+        if app.webhook_batch_window.is_zero() {
+            return self.send(&app, &events);
+        }
+        for event in events {
+            self.ready(Queued { app: app.clone(), event, settled: true });
+        }
     }
 
     fn flush_due(&mut self, all: bool) {

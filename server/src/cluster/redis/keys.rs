@@ -216,8 +216,22 @@ impl Entry<'_> {
     }
 }
 
+/// `sum(k)`: a hash's values added up. `taken(k, cutoff, me)`, for a return: what became of the
+/// departure held at `k` — 0 none (or released already), 1 it was within its window (deleted: a
+/// flap, neither webhook is sent), 2 its window began before `cutoff` and nobody has released it
+/// yet (its holder stalled or died): the departure stands, and this return releases it (marked
+/// `token#return@me`, which no releaser's own mark equals), so the returning node sends its
+/// webhook before the return's.
 const SUM: &str = "local function sum(k) local t = 0 for _, v in ipairs(redis.call('HVALS', k)) do t = t + tonumber(v) end return t end
-local function taken(k) local h = redis.call('GET', k) if not h then return 0 end redis.call('DEL', k) if string.find(h, '#', 1, true) then return 0 end return 1 end\n";
+local function taken(k, cutoff, me)
+  local h = redis.call('GET', k)
+  if not h or string.find(h, '#', 1, true) then return 0 end
+  local since = tonumber(string.match(h, '@(%d+)$') or '')
+  if since and since < tonumber(cutoff) then redis.call('SET', k, h .. '#return@' .. me, 'KEEPTTL') return 2 end
+  redis.call('DEL', k)
+  return 1
+end
+";
 const FENCE: &str =
     "if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FENCED lease lost') end\n";
 
@@ -230,7 +244,7 @@ const JOIN_CHANNEL: &str = "local function join_channel(K, A)
                  redis.call('SADD', K[2], A[2])
                  redis.call('SADD', K[3], A[3])
                  local returned = 0
-                 if before == 0 then returned = taken(K[4]) end
+                 if before == 0 then returned = taken(K[4], A[5], A[1]) end
                  return {before, before + tonumber(A[4]), returned}
                  end
 ";
@@ -260,7 +274,9 @@ const PRESENCE_JOIN: &str = "local function presence_join(K, A)
                  if c == 0 then redis.call('HSET', K[2], A[1], A[2]) end
                  redis.call('SADD', K[4], A[4])
                  if c == 0 then
-                   if taken(K[5]) == 1 then return 2 end
+                   local t = taken(K[5], A[6], A[7])
+                   if t == 1 then return 2 end
+                   if t == 2 then return 3 end
                    return 1
                  end
                  return 0
@@ -344,27 +360,30 @@ impl Scripts {
         let plain = |body: &str| Script::new(&format!("{SUM}{body}"));
         Scripts {
             // KEYS chan, channels, nodekeys, held vacate, alive; ARGV incarnation, channel, entry,
-            // delta → {before, after, 1 when the channel came back within its vacate window}
+            // delta, window cutoff (unix ms) → {before, after, 1 when the channel came back within
+            // its vacate window, 2 when its vacate's window had ended unsent (send it now)}
             join_channel: fenced(&format!("{JOIN_CHANNEL}return join_channel(KEYS, ARGV)")),
             // KEYS chan, channels, nodekeys, held vacate; ARGV incarnation, channel, entry, hold
             // token, hold ms, hold entry → total after (0: vacated, its webhook held and listed in
             // nodekeys, so a node that cleans up after this one takes it over), -1 if not ours
             leave_channel: plain(&format!("{LEAVE_CHANNEL}return leave_channel(KEYS, ARGV)")),
             // KEYS pres, pinfo, pmem, nodekeys, held remove, alive; ARGV user, info, max, entry,
-            // delta → 1 member added, 2 added back within its removal window, 0 already a
-            // member, -1 channel full
+            // delta, window cutoff (unix ms), incarnation → 1 member added, 2 added back within
+            // its removal window, 3 added after its removal's window ended unsent (send that
+            // first), 0 already a member, -1 channel full
             presence_join: fenced(&format!("{PRESENCE_JOIN}return presence_join(KEYS, ARGV)")),
             // A presence subscribe: `presence_join`, then (unless the channel is full)
             // `join_channel`, then the member list as the joining socket is to see it. KEYS pres,
             // pinfo, pmem, nodekeys, held remove, chan, channels, held vacate, pseq, alive; ARGV
-            // user, info, max, presence entry, delta, incarnation, channel, channel entry →
+            // user, info, max, presence entry, delta, window cutoff, incarnation, channel,
+            // channel entry →
             // {presence_join's answer, before, after, returned, the member sequence (this
             // member's when it was added), the members as user, info, user, info…}
             presence_join_channel: fenced(&format!(
                 "{PRESENCE_JOIN}{JOIN_CHANNEL}{NEXT_SEQ}
                  local member = presence_join(KEYS, ARGV)
                  if member < 0 then return {{member, 0, 0, 0, 0, {{}}}} end
-                 local c = join_channel({{KEYS[6], KEYS[7], KEYS[4], KEYS[8]}}, {{ARGV[6], ARGV[7], ARGV[8], ARGV[5]}})
+                 local c = join_channel({{KEYS[6], KEYS[7], KEYS[4], KEYS[8]}}, {{ARGV[7], ARGV[8], ARGV[9], ARGV[5], ARGV[6]}})
                  local seq
                  if member > 0 then seq = next_seq(KEYS[9]) else seq = tonumber(redis.call('GET', KEYS[9]) or '0') end
                  return {{member, c[1], c[2], c[3], seq, redis.call('HGETALL', KEYS[2])}}"

@@ -234,6 +234,7 @@ impl RedisCluster {
         let k = &self.inner.keys;
         let s = &self.inner.scripts;
         let mut conn = self.conn();
+        let cutoff = super::membership::window_cutoff();
         for app in snapshot {
             let a = app.app_id.as_str();
             let mut transitions = Vec::new();
@@ -268,13 +269,19 @@ impl RedisCluster {
                         .arg(i64::MAX)
                         .arg(Entry::Presence(a, c).encode())
                         .arg(*sockets)
+                        .arg(cutoff)
+                        .arg(&*me)
                         .invoke_async(&mut conn)
                         .await?;
+                    if added == 3 {
+                        let user_id = Some(member.user_id.clone());
+                        transitions.push(Transition::Overdue { channel: c.into(), user_id });
+                    }
                     if added >= 1 {
                         transitions.push(Transition::MemberAdded {
                             channel: c.into(),
                             member: member.clone(),
-                            webhook: added == 1,
+                            webhook: added != 2,
                             seq: 0,
                         });
                     }
@@ -290,10 +297,14 @@ impl RedisCluster {
                     .arg(c)
                     .arg(Entry::Channel(a, c).encode())
                     .arg(ch.subscriptions)
+                    .arg(cutoff)
                     .invoke_async(&mut conn)
                     .await?;
+                if before == 0 && returned == 2 {
+                    transitions.push(Transition::Overdue { channel: c.into(), user_id: None });
+                }
                 if before == 0 {
-                    transitions.push(Transition::Occupied { channel: c.into(), webhook: returned == 0 });
+                    transitions.push(Transition::Occupied { channel: c.into(), webhook: returned != 1 });
                 }
             }
             for (user, sockets) in &app.users {

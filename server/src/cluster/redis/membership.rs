@@ -15,11 +15,20 @@ pub(super) const HOLD_TTL_MS: u64 = 60_000;
 /// A fresh hold token: tells this hold from a newer one on the same channel or member, and
 /// says when its window began (see [`Hold::remaining`]).
 pub(super) fn hold_token() -> String {
-    let since = std::time::SystemTime::now()
+    format!("{:016x}@{}", rand::random::<u64>(), unix_ms())
+}
+
+/// For a return: a held departure whose window began before this (unix ms) has ended its window
+/// unsent — its holder stalled or died — so the departure stands and the return is news.
+pub(super) fn window_cutoff() -> u64 {
+    unix_ms().saturating_sub(crate::webhooks::DEBOUNCE.as_millis() as u64)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    format!("{:016x}@{since}", rand::random::<u64>())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// What the scripts decided for a join.
@@ -27,9 +36,14 @@ pub(super) struct RemoteJoin {
     occupied: bool,
     /// The channel came back within its vacate window.
     channel_returned: bool,
+    /// The channel came back after its vacate's window ended unsent: that webhook is this
+    /// join's to send.
+    channel_overdue: bool,
     member_added: bool,
     /// The member came back within its removal window.
     member_returned: bool,
+    /// The member came back after its removal's window ended unsent (see `channel_overdue`).
+    member_overdue: bool,
     count: u64,
     /// The member sequence the members were read at: this member's addition, when it was added.
     pub(super) seq: MemberSeq,
@@ -38,13 +52,21 @@ pub(super) struct RemoteJoin {
 }
 
 impl RemoteJoin {
-    /// Occupied, member added, subscription count: the order the announcer wants.
+    /// Occupied, member added, subscription count: the order the announcer wants; each after
+    /// the departure it follows, when that was overdue.
     pub(super) fn transitions(&self, channel: &str, member: Option<Member>) -> Vec<Transition> {
-        let mut out = Vec::with_capacity(3);
+        let mut out = Vec::with_capacity(5);
         if self.occupied {
+            if self.channel_overdue {
+                out.push(Transition::Overdue { channel: channel.to_owned(), user_id: None });
+            }
             out.push(Transition::Occupied { channel: channel.to_owned(), webhook: !self.channel_returned });
         }
         if let (true, Some(member)) = (self.member_added, member) {
+            if self.member_overdue {
+                let user_id = Some(member.user_id.clone());
+                out.push(Transition::Overdue { channel: channel.to_owned(), user_id });
+            }
             let (webhook, seq) = (!self.member_returned, self.seq);
             out.push(Transition::MemberAdded { channel: channel.to_owned(), member, webhook, seq });
         }
@@ -102,7 +124,8 @@ impl RedisCluster {
         let me = self.incarnation();
         let mut conn = self.live();
         self.enter_app(&mut conn, &me, app_id).await?;
-        let (mut member_added, mut member_returned) = (false, false);
+        let (mut member_added, mut member_returned, mut member_overdue) = (false, false, false);
+        let cutoff = window_cutoff();
         let (mut seq, mut members) = (0, None);
         let scripts = &self.inner.scripts;
         let (before, after, returned): (u64, u64, u64) = match member {
@@ -127,6 +150,7 @@ impl RedisCluster {
                     .arg(max_members)
                     .arg(Entry::Presence(app_id, channel).encode())
                     .arg(1)
+                    .arg(cutoff)
                     .arg(&*me)
                     .arg(channel)
                     .arg(Entry::Channel(app_id, channel).encode())
@@ -137,6 +161,7 @@ impl RedisCluster {
                 }
                 member_added = added >= 1;
                 member_returned = added == 2;
+                member_overdue = added == 3;
                 seq = read_at;
                 members = Some(list.into_iter().map(|(id, info)| member_from(id, info)).collect());
                 (before, after, returned)
@@ -153,6 +178,7 @@ impl RedisCluster {
                     .arg(channel)
                     .arg(Entry::Channel(app_id, channel).encode())
                     .arg(1)
+                    .arg(cutoff)
                     .invoke_async(&mut conn)
                     .await?
             }
@@ -160,8 +186,10 @@ impl RedisCluster {
         Ok(Ok(RemoteJoin {
             occupied: before == 0,
             channel_returned: returned == 1,
+            channel_overdue: returned == 2,
             member_added,
             member_returned,
+            member_overdue,
             count: after,
             seq,
             members,
