@@ -131,16 +131,23 @@ async fn a_departure_held_by_a_node_killed_after_a_flap_on_that_node_is_still_se
     assert_eq!(ada_hooks, ["member_added:presence-room:ada", "member_removed:presence-room:ada"]);
 }
 
-#[tokio::test]
-async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
-    // A user leaves n3, and a channel's only subscriber leaves n3; 0.2 s later n3 is killed.
-    // The transitions are already in Redis; the webhooks were waiting out their 3 s on n3. The
-    // node that cleans up after n3 takes them over.
+/// Two nodes sending webhooks to one receiver, and on n3 (started with `n3_args` too) ada
+/// joined to `presence-room` and solo subscribed to `private-solo`, both webhooks received.
+struct OnN3 {
+    hooks: Receiver,
+    redis: Redis,
+    n1: Node,
+    n3: Node,
+    ada: Client,
+    solo: Client,
+}
+
+async fn on_n3(n3_args: &[&str]) -> OnN3 {
     let hooks = Receiver::start(Vec::new()).await;
     let redis = Redis::start().await;
     let webhook = ["--app-webhook-url", hooks.url.as_str()];
-    let _n1 = Node::spawn(&redis, "n1", &webhook).await;
-    let mut n3 = Node::spawn(&redis, "n3", &webhook).await;
+    let n1 = Node::spawn(&redis, "n1", &webhook).await;
+    let n3 = Node::spawn(&redis, "n3", &[&webhook[..], n3_args].concat()).await;
     let mut ada = connect(n3.addr).await;
     ada.join("presence-room", "ada", json!({})).await;
     let mut solo = connect(n3.addr).await;
@@ -152,6 +159,15 @@ async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
                 && n.contains(&"channel_occupied:private-solo".to_owned())
         })
         .await;
+    OnN3 { hooks, redis, n1, n3, ada, solo }
+}
+
+#[tokio::test]
+async fn webhooks_held_by_a_node_killed_within_the_window_are_taken_over() {
+    // A user leaves n3, and a channel's only subscriber leaves n3; 0.2 s later n3 is killed.
+    // The transitions are already in Redis; the webhooks were waiting out their 3 s on n3. The
+    // node that cleans up after n3 takes them over.
+    let OnN3 { hooks, redis: _redis, n1: _n1, mut n3, mut ada, mut solo } = on_n3(&[]).await;
     solo.send(json!({"event":"pusher:unsubscribe","data":{"channel":"private-solo"}})).await;
     ada.send(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-room"}})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -209,23 +225,8 @@ async fn a_return_after_the_window_of_a_departure_its_dead_holder_never_sent_is_
     // within their 3 s window, and both are back on n1 after it ended, before anyone has cleaned
     // up after n3. The return took the unsent departure for a flap within the window: neither
     // the departures nor the returns were ever sent.
-    let hooks = Receiver::start(Vec::new()).await;
-    let redis = Redis::start().await;
-    let webhook = ["--app-webhook-url", hooks.url.as_str()];
-    let n1 = Node::spawn(&redis, "n1", &webhook).await;
     // A 6 s lease: nobody cleans up after n3 until at least 4 s after it dies.
-    let mut n3 = Node::spawn(&redis, "n3", &[webhook[0], webhook[1], "--lease-ttl", "6"]).await;
-    let mut ada = connect(n3.addr).await;
-    ada.join("presence-room", "ada", json!({})).await;
-    let mut solo = connect(n3.addr).await;
-    solo.subscribe("private-solo").await;
-    hooks
-        .wait_for(Duration::from_secs(5), |e| {
-            let n = names(e);
-            n.contains(&"member_added:presence-room:ada".to_owned())
-                && n.contains(&"channel_occupied:private-solo".to_owned())
-        })
-        .await;
+    let OnN3 { hooks, redis: _redis, n1, mut n3, ada, solo } = on_n3(&["--lease-ttl", "6"]).await;
     drop(ada);
     drop(solo);
     let left = std::time::Instant::now();
