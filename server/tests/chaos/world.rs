@@ -265,7 +265,8 @@ impl World {
         }
         let anchor = self.nodes.lock().await[0].as_ref().map(|n| n.addr).expect("node 0 is never killed");
         let mut ghosts = ghosts(anchor).await;
-        ghosts.online = redis_cli(self.redis_port, &["HLEN", &format!("herald:{{{APP_ID}}}:users")]).await;
+        ghosts.online =
+            redis_cli(self.redis_port, &["-c", "HLEN", &format!("herald:{{{APP_ID}}}:users")]).await;
         self.stop_watching.cancel();
         let mut observed = Vec::new();
         for o in self.observers {

@@ -239,6 +239,9 @@ pub async fn run(cluster: RedisCluster, mut rx: UnboundedReceiver<PushInfo>) {
             }
             _ = tokio::time::sleep_until(settle.unwrap_or_else(tokio::time::Instant::now)), if settle.is_some() => {
                 settle = None;
+                if cluster.inner.source.sharded() {
+                    subscribe_again(&cluster).await;
+                }
                 catch_up(&cluster).await;
                 continue;
             }
@@ -283,6 +286,29 @@ pub async fn run(cluster: RedisCluster, mut rx: UnboundedReceiver<PushInfo>) {
             // A node of an earlier version publishes without the log.
             None => handle(&cluster, &channel, &payload),
         }
+    }
+}
+
+/// Subscribes every local channel again on a Redis Cluster, whose client resubscribes a
+/// reconnected primary by itself but drops the answer: a subscription that met a primary still
+/// loading its data, or a cluster not yet whole, would be lost for good. Retries until Redis
+/// answers or the cluster stops.
+async fn subscribe_again(cluster: &RedisCluster) {
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        if cluster.offline() {
+            return; // the resync subscribes to every local channel
+        }
+        let snapshot = cluster.inner.registry.snapshot();
+        match cluster.listen_all(&snapshot).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, "bus channels not subscribed again yet"),
+        }
+        tokio::select! {
+            _ = cluster.inner.stopped.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
     }
 }
 

@@ -167,6 +167,19 @@ impl RedisCluster {
         Ok(true)
     }
 
+    /// Subscribes the control channel and the bus channel of every local channel in
+    /// `snapshot` (again: a subscription Redis already has is kept as it is).
+    pub(super) async fn listen_all(&self, snapshot: &[AppSnapshot]) -> redis::RedisResult<()> {
+        let mut subscriber = self.subscriber();
+        subscriber.listen(&self.inner.keys.control()).await?;
+        for app in snapshot {
+            for ch in &app.channels {
+                subscriber.listen(&self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a new incarnation, republishes this node's state under it, then removes the old
     /// one. Counts never pass through zero for what is still here, so nothing flaps.
     async fn resync(&self) -> redis::RedisResult<()> {
@@ -177,13 +190,7 @@ impl RedisCluster {
         redis::cmd("PING").query_async::<()>(&mut self.conn()).await?;
         self.load_scripts().await?;
         let snapshot = self.inner.registry.snapshot();
-        let mut subscriber = self.subscriber();
-        subscriber.listen(&self.inner.keys.control()).await?;
-        for app in &snapshot {
-            for ch in &app.channels {
-                subscriber.listen(&self.inner.keys.bus(&app.app_id, &ch.channel)).await?;
-            }
-        }
+        self.listen_all(&snapshot).await?;
         // What was published before these subscriptions took hold is in the bus log.
         self.inner.resubscribed.notify_one();
         // Redis kept its data: others may have cleaned our old incarnation up and told clients
