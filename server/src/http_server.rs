@@ -2,12 +2,17 @@
 //! when configured (the handshake within the request-head deadline), upgrades for WebSockets, a
 //! deadline on every request head (the first one and each keep-alive request after it — an idle
 //! keep-alive connection is closed once it passes), and a graceful drain: on shutdown no new
-//! connection is accepted and each open one finishes its request in flight.
+//! connection is accepted, and each open one answers its next request with `Connection: close`
+//! (or closes once idle for [`IDLE_DRAIN`]) rather than closing under a request the client is
+//! sending.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, StatusCode};
 use axum::serve::Listener;
 use axum::Router;
 use hyper::server::conn::http1;
@@ -20,15 +25,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::listener::GuardedListener;
 
-/// Accepts until `shutdown` is cancelled, then waits for the open HTTP connections to finish
-/// (upgraded WebSockets have left hyper by then and are drained by the caller).
+/// After shutdown, how long an open keep-alive connection waits for one more request before it
+/// is closed idle. A client holding it (through a Service that has already dropped this pod)
+/// may be sending on it right now; closing it under that request loses the request, so the
+/// next one is answered instead, with `Connection: close`.
+pub const IDLE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Accepts until `shutdown` is cancelled; returns then, with the open HTTP connections still
+/// draining in the tracker (upgraded WebSockets have left hyper and are drained by the caller).
 pub async fn serve(
     mut listener: GuardedListener,
     router: Router,
     head_timeout: Duration,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
-) -> io::Result<()> {
+) -> io::Result<TaskTracker> {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(head_timeout).keep_alive(true);
     let connections = TaskTracker::new();
@@ -54,8 +65,7 @@ pub async fn serve(
         };
     }
     connections.close();
-    connections.wait().await;
-    Ok(())
+    Ok(connections)
 }
 
 /// One HTTP/1.1 connection (plain or TLS), with upgrades, until it ends or the drain.
@@ -68,16 +78,38 @@ async fn connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let service = {
+        let (router, shutdown) = (TowerToHyperService::new(router), shutdown.clone());
+        hyper::service::service_fn(move |request| {
+            let (answer, shutdown) = (hyper::service::Service::call(&router, request), shutdown.clone());
+            async move {
+                let mut response = answer.await?;
+                // Told in the answer, the client opens its next connection elsewhere.
+                if shutdown.is_cancelled() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = shutdown.cancelled() => {
+            // A request on it now is answered and the connection closes after the answer.
+            tokio::select! {
+                r = conn.as_mut() => return log_end(addr, r),
+                () = tokio::time::sleep(IDLE_DRAIN) => {}
+            }
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
+    log_end(addr, result);
+}
+
+fn log_end(addr: SocketAddr, result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         tracing::debug!(%addr, error = %e, "HTTP connection ended with an error");
     }

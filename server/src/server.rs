@@ -137,8 +137,9 @@ impl Server {
         self.state.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains: sockets close with 4200,
-    /// in-flight HTTP requests finish, then the webhooks those closes caused are sent.
+    /// Serves until the shutdown token is cancelled, then drains: sockets close with 4200 while
+    /// open HTTP connections answer their next request with `Connection: close`, then the
+    /// webhooks those closes caused are sent.
     pub async fn run(self) -> io::Result<()> {
         let Server { state, listener, ops_listener, webhooks, announcements, tls } = self;
         let token = state.shutdown.clone();
@@ -160,12 +161,20 @@ impl Server {
             handshake_timeout: state.settings.handshake_timeout,
         };
         let listener = GuardedListener::new(listener, guards, state.metrics.refused_connections.clone());
-        crate::http_server::serve(listener, app, guards.handshake_timeout, tls, token.clone()).await?;
+        let http =
+            crate::http_server::serve(listener, app, guards.handshake_timeout, tls, token.clone()).await?;
         state.connections.close();
         let grace = state.settings.shutdown_grace;
         if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {
             let remaining = state.connections.len();
             tracing::warn!(remaining, "sockets still open after the shutdown grace period");
+        }
+        // HTTP connections drained meanwhile; each ends within IDLE_DRAIN unless a request is slow.
+        if tokio::time::timeout(grace, http.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = http.len(),
+                "HTTP requests still running after the shutdown grace period"
+            );
         }
         state.cluster.health.shutdown().await;
         // The goodbye's own transitions are announced before the webhooks are flushed.

@@ -190,3 +190,65 @@ async fn health_readiness_and_metrics_are_on_the_operations_port() {
     let public = reqwest::get(format!("http://{}/metrics", s.addr)).await.unwrap();
     assert_eq!(public.status().as_u16(), 404);
 }
+
+/// A server being replaced (a rolling update: its pod is already out of the Service) still gets
+/// requests on the keep-alive connections clients hold to it. Each such request is answered —
+/// with `Connection: close`, so the client opens its next connection elsewhere — and none is cut
+/// off unanswered by the drain closing a connection the client was just sending on.
+#[tokio::test]
+async fn a_drain_answers_every_request_on_a_kept_alive_connection() {
+    let s = start_default().await;
+    let clients: Vec<_> = (0..20).map(|_| tokio::spawn(ask_until_told_to_close(s.addr))).collect();
+    // A connection asked nothing more is closed idle soon after: it does not hold the exit up.
+    let mut idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.shutdown.cancel();
+    for client in clients {
+        let answered = tokio::time::timeout(WAIT, client).await.expect("the drain ended the connection");
+        let answered = answered.expect("client task").unwrap_or_else(|lost| panic!("{lost}"));
+        assert!(answered > 0, "requests were answered before the drain");
+    }
+    tokio::time::timeout(WAIT, s.task).await.expect("server stops").unwrap().unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut idle, &mut rest);
+    tokio::time::timeout(WAIT, read).await.expect("the idle connection was closed").ok();
+    assert!(rest.is_empty(), "nothing was sent on the idle connection");
+}
+
+/// Signed `GET /channels` back to back on one connection until a response says
+/// `Connection: close`: the number answered, or what happened to the one left unanswered.
+async fn ask_until_told_to_close(addr: std::net::SocketAddr) -> Result<usize, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut stream = BufReader::new(stream);
+    let path = format!("/apps/{APP_ID}/channels");
+    for answered in 0.. {
+        let query = signed_query("GET", &path, &[], "", now(), SECRET);
+        let request = format!("GET {path}?{query} HTTP/1.1\r\nhost: herald\r\n\r\n");
+        let unanswered = |e: String| format!("request {} sent, no answer: {e}", answered + 1);
+        stream.get_mut().write_all(request.as_bytes()).await.map_err(|e| unanswered(e.to_string()))?;
+        let (mut status, mut length, mut close) = (String::new(), 0, false);
+        stream.read_line(&mut status).await.map_err(|e| unanswered(e.to_string()))?;
+        if !status.starts_with("HTTP/1.1 200") {
+            return Err(unanswered(format!("status line {status:?}")));
+        }
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.map_err(|e| unanswered(e.to_string()))?;
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(n) = line.strip_prefix("content-length:") {
+                length = n.trim().parse().map_err(|_| unanswered(line.clone()))?;
+            }
+            close |= line == "connection: close";
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.map_err(|e| unanswered(e.to_string()))?;
+        if close {
+            return Ok(answered + 1);
+        }
+    }
+    unreachable!("the loop returns")
+}

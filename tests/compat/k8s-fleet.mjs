@@ -12,7 +12,8 @@
 //    rolls, kills or reconfigures pods. pusher-js reconnects and resubscribes by itself; with
 //    `stayDown`, a client whose connection drops stays down (to watch presence cleanup).
 // 3. Prints one JSON line {"summary":...}: every close (client, code, time), reconnects, events
-//    received per client, member_removed seen by the clients that never dropped, publish errors.
+//    received per client, member_removed seen by the clients that never dropped, publish errors
+//    (with the first few failures: event number, time, why).
 // Times are Unix milliseconds.
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
@@ -102,11 +103,13 @@ try {
   const started = Date.now();
   let sent = 0;
   let publishErrors = 0;
+  const publishFailures = [];
   if (cfg.rate > 0) {
     const every = 1000 / cfg.rate;
     while (Date.now() - started < cfg.seconds * 1000) {
       const n = sent++;
-      sdk.trigger('fleet', 'n', { n }).then((r) => { if (r.status !== 200) publishErrors += 1; }, () => { publishErrors += 1; });
+      const failed = (why) => { publishErrors += 1; if (publishFailures.length < 5) publishFailures.push({ n, at: Date.now(), why }); };
+      sdk.trigger('fleet', 'n', { n }).then((r) => { if (r.status !== 200) failed(`status ${r.status}`); }, (e) => failed(String(e?.message ?? e)));
       await sleep(every);
     }
   } else {
@@ -115,7 +118,7 @@ try {
   // Let reconnecting clients settle before counting.
   await sleep(3000);
   const summary = {
-    started, sent, publishErrors, closes, reconnects,
+    started, sent, publishErrors, publishFailures, closes, reconnects,
     clients: clients.map((c) => ({
       user: c.user, state: c.pusher.connection.state, dropped: c.dropped, droppedAt: c.droppedAt ?? null,
       received: c.received.size, removed: Object.fromEntries(c.removed),
