@@ -327,8 +327,11 @@ fn a_force_deleted_pod_leaves_no_ghost_members(node: &KubeNode, service: &Servic
             );
         }
     }
-    // A 10 s lease, renewed every 3.3 s; the reaper runs on the survivors' clocks.
-    assert!(slowest <= 16_000, "member_removed after {slowest} ms");
+    // The kubelet kills a force-deleted pod's container up to 2 s after the delete (its minimum
+    // grace: SIGTERM, then SIGKILL). The 10 s lease was renewed at most 3.3 s before that, so it
+    // lapses within 10 s of the kill, and the survivors' reaper (every 3.3 s) finds it within
+    // 3.3 s more: 15.3 s after the delete, plus delivery. (16 s left 0.7 s; a run took 14.0 s.)
+    assert!(slowest <= 17_000, "member_removed after {slowest} ms");
     assert!(fleet.finish());
     wait_ready_replicas(node, 2);
     println!(

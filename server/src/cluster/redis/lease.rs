@@ -293,20 +293,8 @@ impl RedisCluster {
                         });
                     }
                 }
-                let (before, _after, returned): (u64, u64, u64) = s
-                    .join_channel
-                    .key(k.chan(a, c))
-                    .key(k.channels(a))
-                    .key(k.nodekeys(a, &me))
-                    .key(k.held_vacate(a, c))
-                    .key(k.alive(a, &me))
-                    .arg(&*me)
-                    .arg(c)
-                    .arg(Entry::Channel(a, c).encode())
-                    .arg(ch.subscriptions)
-                    .arg(cutoff)
-                    .invoke_async(&mut conn)
-                    .await?;
+                let (before, _after, returned): (u64, u64, u64) =
+                    self.join_channel(a, c, &me, ch.subscriptions, cutoff).invoke_async(&mut conn).await?;
                 if before == 0 && returned == 2 {
                     transitions.push(Transition::Overdue { channel: c.into(), user_id: None });
                 }

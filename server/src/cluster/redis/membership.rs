@@ -103,6 +103,32 @@ impl RemoteLeave {
 }
 
 impl RedisCluster {
+    /// The `join_channel` script for `subscriptions` more of incarnation `me`'s subscribers of a
+    /// channel (a subscribe, or a node's channels written again after an outage), with the
+    /// vacate window measured against `cutoff` ([`window_cutoff`]).
+    pub(super) fn join_channel(
+        &self,
+        app_id: &str,
+        channel: &str,
+        me: &str,
+        subscriptions: u64,
+        cutoff: u64,
+    ) -> redis::ScriptInvocation<'_> {
+        let k = &self.inner.keys;
+        let mut call = self.inner.scripts.join_channel.prepare_invoke();
+        call.key(k.chan(app_id, channel))
+            .key(k.channels(app_id))
+            .key(k.nodekeys(app_id, me))
+            .key(k.held_vacate(app_id, channel))
+            .key(k.alive(app_id, me))
+            .arg(me)
+            .arg(channel)
+            .arg(Entry::Channel(app_id, channel).encode())
+            .arg(subscriptions)
+            .arg(cutoff);
+        call
+    }
+
     /// Takes a socket out of this node's registry, and the node off the channel's bus when it
     /// was the last local subscriber.
     pub(super) async fn unregister(&self, app_id: &str, channel: &str, socket_id: &str) -> Removed {
@@ -166,22 +192,7 @@ impl RedisCluster {
                 members = Some(list.into_iter().map(|(id, info)| member_from(id, info)).collect());
                 (before, after, returned)
             }
-            None => {
-                scripts
-                    .join_channel
-                    .key(k.chan(app_id, channel))
-                    .key(k.channels(app_id))
-                    .key(k.nodekeys(app_id, &me))
-                    .key(k.held_vacate(app_id, channel))
-                    .key(k.alive(app_id, &me))
-                    .arg(&*me)
-                    .arg(channel)
-                    .arg(Entry::Channel(app_id, channel).encode())
-                    .arg(1)
-                    .arg(cutoff)
-                    .invoke_async(&mut conn)
-                    .await?
-            }
+            None => self.join_channel(app_id, channel, &me, 1, cutoff).invoke_async(&mut conn).await?,
         };
         Ok(Ok(RemoteJoin {
             occupied: before == 0,
