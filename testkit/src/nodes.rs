@@ -219,6 +219,11 @@ impl Redis {
         if sharded() {
             return Redis::on(crate::shards::RedisShards::start_persistent(3, 0).await);
         }
+        if shape_is("sentinel") {
+            let set = SentinelSet::start_persistent().await;
+            let port = set.primary().await;
+            return Redis { child: None, port, tls: None, dir: None, shards: None, sentinels: Some(set) };
+        }
         let dir = std::env::temp_dir().join(format!("herald-redis-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let tls = shape_tls().map(|f| (f.path("redis.pem"), f.path("redis.key"), f.path("ca.pem")));
@@ -309,6 +314,16 @@ impl Redis {
             Some(_) => format!("rediss://127.0.0.1:{}/0", self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
         }
+    }
+
+    /// redis-cli's flags for this Redis: when it is TLS only, its CA and the client certificate
+    /// [`TlsFiles`] keeps beside it (none otherwise).
+    pub fn cli_flags(&self) -> Vec<String> {
+        let Some((_, _, ca)) = &self.tls else { return Vec::new() };
+        let beside = |name: &str| std::path::Path::new(ca).with_file_name(name).display().to_string();
+        ["--tls", "--cacert", ca, "--cert", &beside("client.pem"), "--key", &beside("client.key")]
+            .map(str::to_owned)
+            .to_vec()
     }
 
     /// SIGKILL: Redis goes away with all its data.

@@ -32,23 +32,31 @@ fn spawn_redis(args: &[String]) -> Child {
 
 impl SentinelSet {
     pub async fn start() -> SentinelSet {
-        SentinelSet::launch(None, true).await
+        SentinelSet::launch(None, true, false).await
     }
 
     /// Like [`SentinelSet::start`], ready as soon as the sentinel names the primary and it
     /// answers, without waiting for the sentinel to learn the replica (which it does on its
     /// next `INFO`, up to 10 s later): for tests that fail nothing over.
     pub async fn start_without_failover() -> SentinelSet {
-        SentinelSet::launch(None, false).await
+        SentinelSet::launch(None, false, false).await
+    }
+
+    /// Like [`SentinelSet::start_without_failover`], each Redis keeping its data on disk (an
+    /// append-only file synced on every write) so a restart comes back with it, and a sentinel
+    /// slow to call the primary down (5 s), so neither a whole-set restart nor a stall of a
+    /// second fails over: for the chaos test, whose faults are restarts and stalls.
+    pub async fn start_persistent() -> SentinelSet {
+        SentinelSet::launch(None, false, true).await
     }
 
     /// Like [`SentinelSet::start`], every process TLS only (the sentinel too, and replication
     /// over TLS), requiring client certificates signed by `files`' CA.
     pub async fn start_tls(files: &TlsFiles) -> SentinelSet {
-        SentinelSet::launch(Some(files), true).await
+        SentinelSet::launch(Some(files), true, false).await
     }
 
-    async fn launch(files: Option<&TlsFiles>, failover: bool) -> SentinelSet {
+    async fn launch(files: Option<&TlsFiles>, failover: bool, persistent: bool) -> SentinelSet {
         // `--port 0 --tls-port P`, the certificates, and TLS for replication and clients.
         let listen = |port: u16| -> Vec<String> {
             let tls = ["--port", "0", "--tls-port", &port.to_string(), "--tls-replication", "yes"]
@@ -72,10 +80,23 @@ impl SentinelSet {
                 "127.0.0.1".into(),
                 "--save".into(),
                 String::new(),
-                "--appendonly".into(),
-                "no".into(),
             ]
             .into_iter()
+            .chain(match persistent {
+                true => [
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--appenddirname",
+                    &format!("aof-{port}"),
+                    "--dbfilename",
+                    &format!("dump-{port}.rdb"),
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                false => vec!["--appendonly".into(), "no".into()],
+            })
             .chain(listen(port))
             .collect::<Vec<String>>()
         };
@@ -99,9 +120,10 @@ impl SentinelSet {
             &conf,
             format!(
                 "{listen_conf}bind 127.0.0.1\ndir {}\nsentinel monitor herald 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds herald 1000\nsentinel failover-timeout herald 5000\n\
+                 sentinel down-after-milliseconds herald {}\nsentinel failover-timeout herald 5000\n\
                  sentinel parallel-syncs herald 1\n",
-                dir.display()
+                dir.display(),
+                if persistent { 5000 } else { 1000 }
             ),
         )
         .expect("sentinel.conf");

@@ -75,6 +75,10 @@ const LATE: Duration = Duration::from_millis(2500);
 /// reaper's period (1 s), and a claim whose claimer died too (6 s), with room to spare.
 const DEAD_NODE_BOUND: Duration = Duration::from_secs(12);
 
+/// How soon after Redis is back (restarted or awake again) a node has noticed and decided what
+/// waited on it: its retries back off to 1 s with the 3 s lease used here.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Socket times `(start, end, ended by a node's death)` merged where they overlap or where the
 /// gap between them is under `bridge`; a socket whose node died may have counted for up to
 /// `dead` after it.
@@ -104,10 +108,16 @@ fn gaps(stays: &[(Instant, Instant)]) -> Vec<(Instant, Option<Instant>)> {
 /// - nothing lost: an absence longer than the window — counting a socket whose node died as
 ///   present for as long as the cluster may take to notice — has its departure and, if
 ///   someone came back, its arrival.
+///
+/// Nothing cluster-wide can be decided while Redis is away (`outages`): a departure whose window
+/// ended then goes out once Redis is back, which may be after the return it preceded (still
+/// before that return's arrival). It is true if it was true when Redis went away, and due by
+/// the time Redis is back and the nodes have settled.
 fn check_key(
     key: &str,
     runs: &[(Instant, Instant, bool)],
     got: &[(Instant, bool)],
+    outages: &[(Instant, Instant)],
     t: &dyn Fn(&Instant) -> String,
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -123,7 +133,18 @@ fn check_key(
         if *up && !present(*at) {
             problems.push(format!("{key}: an arrival webhook at {} while nobody was there", t(at)));
         }
-        if !*up && !absent_throughout(*at - WINDOW, *at) {
+        // Its window ended while Redis was away: at some moment `d` then, nobody was there
+        // during `[d − window, d]` (`d` is the outage's start or a window's end within it).
+        let held_by_outage = outages.iter().filter(|(away, back)| *away <= *at && *at <= *back + SETTLE).any(
+            |(away, back)| {
+                let ends = runs.iter().map(|(_, e, _)| *e + WINDOW);
+                std::iter::once(*away)
+                    .chain(ends)
+                    .filter(|d| away <= d && d <= back)
+                    .any(|d| absent_throughout(d - WINDOW, d))
+            },
+        );
+        if !*up && !absent_throughout(*at - WINDOW, *at) && !held_by_outage {
             problems
                 .push(format!("{key}: a departure webhook at {} for someone there within the window", t(at)));
         }
@@ -132,8 +153,11 @@ fn check_key(
     for ((since, from), to) in certain.iter().zip(gaps(&certain)).map(|((s, _), (f, t))| ((*s, f), t)) {
         // The departure may come as soon as the last socket that counted went away: a socket
         // whose node died may have stopped counting any time within the bound.
-        let departed =
-            got.iter().any(|(at, up)| !*up && *at > since && to.is_none_or(|to| *at <= to + SLACK));
+        let due = |to: Instant| {
+            let away_then = outages.iter().filter(|(away, back)| *away <= to && to <= *back);
+            away_then.map(|(_, back)| *back + SETTLE).fold(to + SLACK, Instant::max)
+        };
+        let departed = got.iter().any(|(at, up)| !*up && *at > since && to.is_none_or(|to| *at <= due(to)));
         if !departed {
             problems.push(format!("{key}: no departure webhook for the absence from {}", t(&from)));
         }
@@ -195,9 +219,10 @@ impl Report {
             }
         }
         let t = |i: &Instant| format!("{:.1}s", i.saturating_duration_since(self.t0).as_secs_f64());
+        let outages = self.redis_away();
         for (key, runs) in truth {
             let got = ledger.remove(&key).unwrap_or_default();
-            let found = check_key(&key, &runs, &got, &t);
+            let found = check_key(&key, &runs, &got, &outages, &t);
             if !found.is_empty() {
                 let sockets: Vec<String> = runs
                     .iter()
@@ -240,17 +265,22 @@ impl Report {
         }
     }
 
-    /// Times when Redis could not take a publish at once (restarting, stalled), with room for
-    /// the node to notice and rejoin: a client event sent then may reach only its own node.
-    fn redis_trouble(&self) -> Vec<(Instant, Instant)> {
+    /// Times when Redis was away (killed until restarted, or stalled).
+    fn redis_away(&self) -> Vec<(Instant, Instant)> {
         self.facts
             .iter()
             .filter_map(|f| match f {
-                Fact::RedisRestarted { at, back } => Some((*at, *back + Duration::from_secs(6))),
-                Fact::RedisStalled { at, for_ } => Some((*at, *at + *for_ + Duration::from_secs(6))),
+                Fact::RedisRestarted { at, back } => Some((*at, *back)),
+                Fact::RedisStalled { at, for_ } => Some((*at, *at + *for_)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Times when Redis could not take a publish at once (restarting, stalled), with room for
+    /// the node to notice and rejoin: a client event sent then may reach only its own node.
+    fn redis_trouble(&self) -> Vec<(Instant, Instant)> {
+        self.redis_away().into_iter().map(|(away, back)| (away, back + Duration::from_secs(6))).collect()
     }
 
     /// Client events reach every observer that stayed connected: on the sender's node always,

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use herald_testkit::nodes::{redis_cli, Node, Redis};
+use herald_testkit::nodes::{redis_cli_with, Node, Redis};
 use herald_testkit::{channel_auth, now, signed_query, Receiver, APP_ID, KEY, SECRET};
 
 use crate::oracle::{Fact, Observed, Report, Run, Said, Triggered};
@@ -104,6 +104,8 @@ async fn subscribe(ws: &mut Ws, socket_id: &str, channel: &str, user: Option<&st
 pub struct World {
     redis: tokio::sync::Mutex<Redis>,
     redis_port: u16,
+    /// redis-cli's TLS flags when Redis is TLS only.
+    redis_flags: Vec<String>,
     url: String,
     nodes: Arc<tokio::sync::Mutex<Vec<Option<Node>>>>,
     addrs: Addrs,
@@ -135,7 +137,7 @@ async fn spawn_node(url: &str, i: usize, hooks: &str) -> Node {
 impl World {
     pub async fn start(seed: u64) -> World {
         let redis = Redis::start_persistent().await;
-        let (url, redis_port) = (redis.url(), redis.port);
+        let (url, redis_port, redis_flags) = (redis.url(), redis.port, redis.cli_flags());
         let hooks = Receiver::start(vec![]).await;
         let addrs = Addrs::default();
         let mut nodes = Vec::new();
@@ -168,6 +170,7 @@ impl World {
         World {
             redis: tokio::sync::Mutex::new(redis),
             redis_port,
+            redis_flags,
             url,
             nodes: Arc::new(tokio::sync::Mutex::new(nodes)),
             addrs,
@@ -222,13 +225,14 @@ impl World {
                 self.record(Fact::RedisRestarted { at, back: Instant::now() });
             }
             Fault::KillPubSub => {
-                redis_cli(self.redis_port, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+                redis_cli_with(self.redis_port, &self.redis_flags, &["CLIENT", "KILL", "TYPE", "pubsub"])
+                    .await;
                 self.record(Fact::PubSubKilled { at });
             }
             Fault::StallRedis(d) => {
-                let port = self.redis_port;
+                let (port, flags) = (self.redis_port, self.redis_flags.clone());
                 let secs = format!("{:.3}", d.as_secs_f64());
-                tokio::spawn(async move { redis_cli(port, &["DEBUG", "SLEEP", &secs]).await });
+                tokio::spawn(async move { redis_cli_with(port, &flags, &["DEBUG", "SLEEP", &secs]).await });
                 self.record(Fact::RedisStalled { at, for_: d });
             }
         }
@@ -265,8 +269,12 @@ impl World {
         }
         let anchor = self.nodes.lock().await[0].as_ref().map(|n| n.addr).expect("node 0 is never killed");
         let mut ghosts = ghosts(anchor).await;
-        ghosts.online =
-            redis_cli(self.redis_port, &["-c", "HLEN", &format!("herald:{{{APP_ID}}}:users")]).await;
+        ghosts.online = redis_cli_with(
+            self.redis_port,
+            &self.redis_flags,
+            &["-c", "HLEN", &format!("herald:{{{APP_ID}}}:users")],
+        )
+        .await;
         self.stop_watching.cancel();
         let mut observed = Vec::new();
         for o in self.observers {
