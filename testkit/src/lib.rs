@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod nodes;
 pub mod sentinel;
 pub mod shards;
+mod tls_files;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_server::signing;
