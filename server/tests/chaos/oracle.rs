@@ -113,7 +113,8 @@ fn gaps(stays: &[(Instant, Instant)]) -> Vec<(Instant, Option<Instant>)> {
 /// ended then is known only to its node's sockets; a departure whose window ended then goes out
 /// once Redis is back, which may be after the return it preceded (still before that return's
 /// arrival). Such a departure is true if it was true when Redis went away, and due by the time
-/// Redis is back and the nodes have settled.
+/// Redis is back and the nodes have settled — as is the arrival of a return made while Redis was
+/// away (a Redis Cluster takes a moment more to be whole again).
 fn check_key(
     key: &str,
     runs: &[(Instant, Instant, bool)],
@@ -179,16 +180,18 @@ fn check_runs(
     for ((since, from), to) in certain.iter().zip(gaps(&certain)).map(|((s, _), (f, t))| ((*s, f), t)) {
         // The departure may come as soon as the last socket that counted went away: a socket
         // whose node died may have stopped counting any time within the bound.
-        let due = |to: Instant| {
+        // Due `late` after the return, or once Redis is back and settled if it was away then.
+        let due = |to: Instant, late: Duration| {
             let away_then = outages.iter().filter(|(away, back)| *away <= to && to <= *back);
-            away_then.map(|(_, back)| *back + SETTLE).fold(to + SLACK, Instant::max)
+            away_then.map(|(_, back)| *back + SETTLE).fold(to + late, Instant::max)
         };
-        let departed = got.iter().any(|(at, up)| !*up && *at > since && to.is_none_or(|to| *at <= due(to)));
+        let departed =
+            got.iter().any(|(at, up)| !*up && *at > since && to.is_none_or(|to| *at <= due(to, SLACK)));
         if !departed {
             problems.push(format!("{key}: no departure webhook for the absence from {}", t(&from)));
         }
         if let Some(to) = to {
-            let arrived = got.iter().any(|(at, up)| *up && *at + SLACK >= to && *at <= to + LATE);
+            let arrived = got.iter().any(|(at, up)| *up && *at + SLACK >= to && *at <= due(to, LATE));
             if !arrived {
                 problems.push(format!("{key}: no arrival webhook for the return at {}", t(&to)));
             }
@@ -431,6 +434,18 @@ mod tests {
         // Out of order stays wrong whatever Redis did.
         let swapped = [(9.2, true), (20.6, true), (20.6, false), (25.2, false)];
         assert!(!check(&stays, &swapped, &[(12.5, 14.6), (18.3, 20.5)]).is_empty());
+    }
+
+    #[test]
+    fn the_arrival_of_a_return_while_redis_was_away_is_due_once_it_is_back() {
+        // Redis Cluster, seed 1: back at 8.2 s while Redis was away (7.9–10.1 s); the cluster
+        // was whole again, and the arrival sent, at 11.0 s.
+        let stays = [(0.0, 1.3), (8.2, 11.1)];
+        let hooks = [(0.0, true), (4.3, false), (11.0, true), (14.1, false)];
+        assert_eq!(check(&stays, &hooks, &[(7.9, 10.1)]), Vec::<String>::new());
+        assert!(!check(&stays, &hooks, &[]).is_empty(), "late, had Redis been there");
+        let later = [(0.0, true), (4.3, false), (12.5, true), (15.6, false)];
+        assert!(!check(&stays, &later, &[(7.9, 10.1)]).is_empty(), "past Redis back + 2 s");
     }
 
     #[test]
